@@ -1,0 +1,118 @@
+"""Model-config normalisation and the checks that make bad values fail early, naming the key.
+
+The `model` node mirrors the original's lower-cased LOFTR node (SPEC §1.2), which is also
+kornia's `default_cfg` layout. Hydra composes it; `model_config` turns it into the plain dict the
+modules read, and `validate_model_config` rejects values the model cannot run with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from loftr.errors import ConfigError
+
+MATCH_TYPES = ("dual_softmax", "sinkhorn")
+RESOLUTIONS = ((8, 2), (16, 4))
+ATTENTIONS = ("linear", "full")
+COARSE_LOSSES = ("focal", "cross_entropy")
+FINE_LOSSES = ("l2_with_std", "l2")
+
+
+def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A validated plain-dict copy of a `model` node, with `resolution` as a tuple.
+
+    Args:
+        config: the `model` node (DictConfig or mapping), e.g. `cfg.model`.
+
+    Returns:
+        A deep copy as plain containers; the caller's object is never modified.
+    """
+    if isinstance(config, DictConfig):
+        plain = OmegaConf.to_container(config, resolve=True)
+    else:
+        plain = copy.deepcopy(dict(config))
+    plain["resolution"] = tuple(plain["resolution"])
+    validate_model_config(plain)
+    return plain
+
+
+def _require(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"model.{dotted} is missing from the model config")
+        node = node[part]
+    return node
+
+
+def _one_of(config: Mapping[str, Any], dotted: str, allowed: tuple) -> None:
+    value = _require(config, dotted)
+    if value not in allowed:
+        raise ConfigError(f"model.{dotted}={value!r} is not supported; use one of {list(allowed)}")
+
+
+def validate_model_config(config: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming the key when the model config cannot build or train a LoFTR.
+
+    Checks the backbone type, the (coarse, fine) resolution, an odd fine window, the attention
+    and matcher types, head counts that divide the widths, and the loss types together with the
+    supervision mode (cross-entropy is only defined for dense supervision, SPEC §4.1).
+    """
+    if _require(config, "backbone_type") != "ResNetFPN":
+        raise ConfigError(
+            f"model.backbone_type={config['backbone_type']!r}: only 'ResNetFPN' exists"
+        )
+    resolution = tuple(_require(config, "resolution"))
+    if resolution not in RESOLUTIONS:
+        raise ConfigError(
+            f"model.resolution={list(resolution)} is not supported; use [8, 2] or [16, 4]"
+        )
+    n_dims = len(_require(config, "resnetfpn.block_dims"))
+    if n_dims != {(8, 2): 3, (16, 4): 4}[resolution]:
+        raise ConfigError(
+            f"model.resnetfpn.block_dims has {n_dims} entries; resolution {list(resolution)} "
+            f"needs {3 if resolution == (8, 2) else 4}"
+        )
+    dims = _require(config, "resnetfpn.block_dims")
+    coarse_dim, fine_dim = (dims[2], dims[0]) if resolution == (8, 2) else (dims[3], dims[1])
+    for level, channels in (("coarse", coarse_dim), ("fine", fine_dim)):
+        if _require(config, f"{level}.d_model") != channels:
+            raise ConfigError(
+                f"model.{level}.d_model={config[level]['d_model']} must equal the backbone's "
+                f"{level} channels {channels} (model.resnetfpn.block_dims={list(dims)})"
+            )
+    window = _require(config, "fine_window_size")
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ConfigError(
+            f"model.fine_window_size={window!r} must be an odd positive integer (the window "
+            "needs a centre cell, SPEC §2.7)"
+        )
+    for level in ("coarse", "fine"):
+        _one_of(config, f"{level}.attention", ATTENTIONS)
+        d_model, nhead = _require(config, f"{level}.d_model"), _require(config, f"{level}.nhead")
+        if d_model % nhead:
+            raise ConfigError(
+                f"model.{level}.d_model={d_model} is not divisible by model.{level}.nhead={nhead}"
+            )
+        for name in _require(config, f"{level}.layer_names"):
+            if name not in ("self", "cross"):
+                raise ConfigError(
+                    f"model.{level}.layer_names holds {name!r}; use 'self' or 'cross'"
+                )
+    if _require(config, "coarse.d_model") % 4:
+        raise ConfigError("model.coarse.d_model must be divisible by 4 (sine position encoding)")
+    _one_of(config, "match_coarse.match_type", MATCH_TYPES)
+    if "loss" in config:
+        _one_of(config, "loss.coarse_type", COARSE_LOSSES)
+        _one_of(config, "loss.fine_type", FINE_LOSSES)
+        sparse = config["match_coarse"].get("sparse_spvs", False)
+        if config["loss"]["coarse_type"] == "cross_entropy" and sparse:
+            raise ConfigError(
+                "model.loss.coarse_type=cross_entropy needs dense supervision, but "
+                "model.match_coarse.sparse_spvs=true (supervision=sparse); use loss focal or "
+                "supervision=dense (SPEC §4.1)"
+            )

@@ -1,0 +1,5 @@
+"""The LoFTR model (SPEC §2)."""
+
+from loftr.model.loftr import LoFTR, count_parameters, read_state_dict, strip_prefix
+
+__all__ = ["LoFTR", "count_parameters", "read_state_dict", "strip_prefix"]

@@ -1,0 +1,415 @@
+"""The Lightning DataModule: train/val/test loaders from a ``dataset`` config node (SPEC §5.5).
+
+The ``dataset`` node uses the original data-config keys lower-cased (SPEC §1.2, §1.4), e.g.
+``trainval_data_source``, ``train_data_root``, ``train_npz_root``, ``train_list_path``,
+``mgdpt_img_resize``, ``n_samples_per_subset``, plus our ``scannet_img_resize`` and
+``synthetic`` (arguments of :func:`loftr.data.synthetic.ensure_synthetic`, or null).
+
+Training builds only this rank's scenes (:func:`~loftr.data.sampler.get_local_split`) and draws
+from them with a :class:`~loftr.data.sampler.RandomConcatSampler`, whose state the DataModule's
+``state_dict`` carries into checkpoints so a resumed run continues the same sequence.
+The Trainer must be built with ``use_distributed_sampler=False`` (the original's
+``replace_sampler_ddp=False``, SPEC §5.6): the sampler already splits the data per rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
+
+from loftr.data.io import check_dir, read_list
+from loftr.data.sampler import RandomConcatSampler, get_local_split
+from loftr.data.setup import setup_hint
+from loftr.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("ScanNet", "MegaDepth")
+# The five per-split keys of the original data configs (SPEC §1.2).
+SPLIT_KEYS = ("data_root", "pose_root", "npz_root", "list_path", "intrinsic_path")
+# MegaDepth masks are always downsampled by 1/8: the original never passes coarse_scale through
+# (SPEC §5.3).
+MEGADEPTH_COARSE_SCALE = 0.125
+
+
+def _as_list(value: Any, n: int, key: str) -> list[Any]:
+    """Broadcast a scalar config value to ``n`` entries, or check a list has ``n``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ConfigError(f"dataset.{key} has {len(value)} entries; expected {n}")
+        return list(value)
+    return [value] * n
+
+
+class LoFTRDataModule(L.LightningDataModule):
+    """ScanNet / MegaDepth loaders as the original LoFTR builds them (SPEC §5.5).
+
+    Loaders: train uses ``batch_size``, ``num_workers``, ``pin_memory`` and the
+    :class:`RandomConcatSampler` (exposed as :attr:`train_sampler`); validation and test use a
+    batch of 1 (hard-coded, SPEC §5.5), no shuffling and a ``DistributedSampler(shuffle=False)``
+    when the world size is above 1. Several validation sets are given as a list in
+    ``dataset.val_list_path`` (with ``val_npz_root`` etc. either shared or as lists); the
+    validation loader is then a list.
+
+    Args:
+        dataset: the ``dataset`` config node (DictConfig or mapping).
+        batch_size: training batch size per process.
+        num_workers: DataLoader workers.
+        pin_memory: pin training and validation batches.
+        seed: the run seed: scene split and sampler draws (66 in the original).
+
+    Raises:
+        ConfigError: an unknown data source, a missing key, or an augmentation type other than
+            null (SPEC §5.7).
+
+    Example:
+        >>> dm = LoFTRDataModule(cfg.dataset, batch_size=1, num_workers=0, seed=66)
+        >>> dm.prepare_data(); dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+    """
+
+    def __init__(
+        self,
+        dataset: DictConfig | Mapping[str, Any],
+        batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 66,
+    ) -> None:
+        super().__init__()
+        if isinstance(dataset, DictConfig):
+            dataset = OmegaConf.to_container(dataset, resolve=True)
+        self.config: dict[str, Any] = dict(dataset)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.seed = int(seed)
+        if self.config.get("augmentation_type") is not None:
+            # SPEC §5.7: the original raises NotImplementedError for every augmentation.
+            raise ConfigError(
+                f"dataset.augmentation_type={self.config['augmentation_type']!r}: LoFTR trains "
+                "without augmentation (SPEC §5.7); set it to null"
+            )
+        for key in ("trainval_data_source", "test_data_source"):
+            source = self.config.get(key)
+            if source is not None and source not in SOURCES:
+                raise ConfigError(f"dataset.{key}={source!r}; use one of {list(SOURCES)} or null")
+
+        self.train_dataset: ConcatDataset | None = None
+        self.train_sampler: RandomConcatSampler | None = None
+        self.val_datasets: list[ConcatDataset] = []
+        self.test_dataset: ConcatDataset | None = None
+        self._pending_sampler_state: dict[str, Any] | None = None
+
+    # --- config access --------------------------------------------------------------------
+
+    def _key(self, key: str) -> Any:
+        if key not in self.config:
+            raise ConfigError(f"dataset.{key} is missing from the dataset config")
+        return self.config[key]
+
+    def _required(self, key: str) -> Any:
+        value = self._key(key)
+        if value is None:
+            raise ConfigError(f"dataset.{key} is null; the dataset config must set it")
+        return value
+
+    def _world(self) -> tuple[int, int]:
+        """``(world_size, global_rank)`` from the attached trainer, else ``(1, 0)``."""
+        trainer = self._trainer_or_none()
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _trainer_or_none(self) -> L.Trainer | None:
+        try:
+            return self.trainer
+        except RuntimeError:  # not attached
+            return None
+
+    # --- Lightning hooks ------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set when ``dataset.synthetic`` is set (once per node)."""
+        synthetic = self.config.get("synthetic")
+        if synthetic:
+            from loftr.data.synthetic import ensure_synthetic  # lazy: only synthetic needs it
+
+            ensure_synthetic(**dict(synthetic))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, or None for all)."""
+        if stage in ("fit", None) and self.train_dataset is None:
+            self._setup_train()
+        if stage in ("fit", "validate", None) and not self.val_datasets:
+            self._setup_val()
+        if stage in ("test", None) and self.test_dataset is None:
+            self._setup_test()
+
+    def _setup_train(self) -> None:
+        source = self._required("trainval_data_source")
+        world_size, rank = self._world()
+        list_path = self._required("train_list_path")
+        npz_root = self._required("train_npz_root")
+        names = read_list(list_path, self._index_hint(source, "train", list_path))
+        local = get_local_split(names, world_size, rank, self.seed)
+        datasets = self._build_datasets(
+            source,
+            "train",
+            data_root=self._required("train_data_root"),
+            pose_root=self._key("train_pose_root"),
+            npz_root=npz_root,
+            names=local,
+            intrinsic_path=self._key("train_intrinsic_path"),
+            list_path=list_path,
+        )
+        kept = [ds for ds in datasets if len(ds) > 0]
+        if len(kept) < len(datasets):
+            log.warning(
+                "%d of %d training scenes have no pair above min_overlap_score_train=%s and are "
+                "skipped",
+                len(datasets) - len(kept),
+                len(datasets),
+                self.config.get("min_overlap_score_train"),
+            )
+        if not kept:
+            raise DataError(f"no training pairs: every scene listed in {list_path} is empty")
+        self.train_dataset = ConcatDataset(kept)
+        self.train_sampler = RandomConcatSampler(
+            self.train_dataset,
+            n_samples_per_subset=int(self._required("n_samples_per_subset")),
+            subset_replacement=bool(self.config.get("sb_subset_sample_replacement", True)),
+            shuffle=bool(self.config.get("sb_subset_shuffle", True)),
+            repeat=int(self.config.get("sb_repeat", 1)),
+            seed=self.seed,
+            rank=rank,
+        )
+        if self._pending_sampler_state is not None:
+            self.train_sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
+        log.info(
+            "rank %d/%d: %d training scenes, %d pairs, %d samples per epoch",
+            rank,
+            world_size,
+            len(kept),
+            len(self.train_dataset),
+            len(self.train_sampler),
+        )
+
+    def _eval_sets(self, split: str) -> list[ConcatDataset]:
+        source_key = "trainval_data_source" if split == "val" else "test_data_source"
+        source = self._required(source_key)
+        list_paths = self._required(f"{split}_list_path")
+        list_paths = list(list_paths) if isinstance(list_paths, (list, tuple)) else [list_paths]
+        n = len(list_paths)
+        columns = {k: _as_list(self._key(f"{split}_{k}"), n, f"{split}_{k}") for k in SPLIT_KEYS}
+        sets = []
+        for i, list_path in enumerate(list_paths):
+            if columns["data_root"][i] is None or columns["npz_root"][i] is None:
+                raise ConfigError(f"dataset.{split}_data_root and {split}_npz_root must be set")
+            names = read_list(list_path, self._index_hint(source, split, list_path))
+            datasets = self._build_datasets(
+                source,
+                split,
+                data_root=columns["data_root"][i],
+                pose_root=columns["pose_root"][i],
+                npz_root=columns["npz_root"][i],
+                names=names,
+                intrinsic_path=columns["intrinsic_path"][i],
+                list_path=list_path,
+            )
+            sets.append(ConcatDataset(datasets))
+        return sets
+
+    def _setup_val(self) -> None:
+        if self.config.get("val_list_path") is None:
+            return
+        self.val_datasets = self._eval_sets("val")
+
+    def _setup_test(self) -> None:
+        if self.config.get("test_list_path") is None:
+            return
+        sets = self._eval_sets("test")
+        self.test_dataset = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+    # --- dataset construction -------------------------------------------------------------
+
+    @staticmethod
+    def _index_hint(source: str, split: str, path: str | os.PathLike) -> str:
+        part = ("scannet" if source == "ScanNet" else "megadepth") + (
+            "_index" if split == "train" else "_test_index"
+        )
+        return setup_hint(part, Path(path).parent)
+
+    def _build_datasets(
+        self,
+        source: str,
+        split: str,
+        data_root: str,
+        pose_root: str | None,
+        npz_root: str,
+        names: Sequence[str],
+        intrinsic_path: str | None,
+        list_path: str,
+    ) -> list[Dataset]:
+        """One dataset per listed scene index; every missing index is named at once."""
+        mode = split
+        hint = self._index_hint(source, split, Path(npz_root) / "x")
+        check_dir(npz_root, f"{source} {split} index folder", hint)
+        # SPEC §5.5: ScanNet list entries include ".npz"; MegaDepth entries are stems.
+        files = [
+            Path(npz_root) / (name if source == "ScanNet" else f"{name}.npz") for name in names
+        ]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} scene index file(s) listed in {list_path} are not there: "
+                f"{missing[:10]}{' ...' if len(missing) > 10 else ''}; {hint}"
+            )
+        score_key = "min_overlap_score_train" if split == "train" else "min_overlap_score_test"
+        min_score = float(self.config.get(score_key, 0.4 if split == "train" else 0.0))
+        if source == "ScanNet":
+            from loftr.data.scannet import ScanNetDataset
+
+            if intrinsic_path is None:
+                raise ConfigError(f"dataset.{split}_intrinsic_path must be set for ScanNet")
+            resize = tuple(self.config.get("scannet_img_resize") or (640, 480))
+            return [
+                ScanNetDataset(
+                    data_root,
+                    f,
+                    intrinsic_path,
+                    mode=mode,
+                    min_overlap_score=min_score,
+                    pose_dir=pose_root,
+                    img_resize=resize,
+                )
+                for f in files
+            ]
+        from loftr.data.megadepth import MegaDepthDataset
+
+        return [
+            MegaDepthDataset(
+                data_root,
+                f,
+                mode=mode,
+                min_overlap_score=min_score,
+                img_resize=self.config.get("mgdpt_img_resize", 640),
+                df=self.config.get("mgdpt_df", 8),
+                img_padding=bool(self.config.get("mgdpt_img_pad", True)),
+                depth_padding=bool(self.config.get("mgdpt_depth_pad", True)),
+                coarse_scale=MEGADEPTH_COARSE_SCALE,
+            )
+            for f in files
+        ]
+
+    # --- loaders --------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        """The training loader; also points the sampler at the trainer's current epoch."""
+        if self.train_dataset is None or self.train_sampler is None:
+            self.setup("fit")
+        assert self.train_dataset is not None and self.train_sampler is not None
+        trainer = self._trainer_or_none()
+        if trainer is not None:
+            connector = getattr(trainer, "_accelerator_connector", None)
+            if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+                raise ConfigError(
+                    "Trainer(use_distributed_sampler=True) would split the RandomConcatSampler's "
+                    "draws again; build the Trainer with use_distributed_sampler=False (each rank "
+                    "already loads its own scenes, SPEC §5.5/§5.6)"
+                )
+            # Lightning creates the first iterator before it calls set_epoch (and DataLoader
+            # workers prefetch at once), so the epoch must be right already (resume included).
+            self.train_sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=self.train_sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+
+    def _eval_loader(self, dataset: Dataset, pin_memory: bool) -> DataLoader:
+        world_size, rank = self._world()
+        sampler = (
+            DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+            if world_size > 1
+            else None
+        )
+        # SPEC §5.5: evaluation batch size 1 is hard-coded.
+        return DataLoader(
+            dataset,
+            batch_size=1,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+        )
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per validation set (a list when ``val_list_path`` is a list)."""
+        if not self.val_datasets:
+            self.setup("validate")
+        if not self.val_datasets:
+            return []
+        loaders = [self._eval_loader(ds, self.pin_memory) for ds in self.val_datasets]
+        return (
+            loaders if isinstance(self.config.get("val_list_path"), (list, tuple)) else loaders[0]
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        """The test loader (batch 1; pinned on GPU machines, as the original pins it)."""
+        if self.test_dataset is None:
+            self.setup("test")
+        if self.test_dataset is None:
+            raise ConfigError("dataset.test_list_path is null; this dataset config has no test set")
+        return self._eval_loader(self.test_dataset, self.pin_memory or torch.cuda.is_available())
+
+    # --- checkpointed state -----------------------------------------------------------------
+
+    def _consumed_by_trainer(self) -> int | None:
+        """Samples of the current epoch the trainer has trained on, or None when not fitting.
+
+        Lightning resumes an epoch after ``batch_progress.current`` batches; DataLoader workers
+        and the fetcher run ahead of that, so the sampler's own count is too high.
+        """
+        trainer = self._trainer_or_none()
+        if trainer is None or self.train_sampler is None:
+            return None
+        try:
+            if trainer.state.fn != "fit":
+                return None
+            processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        except AttributeError:
+            return None
+        return min(int(processed) * self.batch_size, len(self.train_sampler))
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"train_sampler": {"seed", "epoch", "rank", "consumed"}}`` once training is set up."""
+        if self.train_sampler is None:
+            pending = self._pending_sampler_state
+            return {"train_sampler": dict(pending)} if pending is not None else {}
+        state = self.train_sampler.state_dict()
+        consumed = self._consumed_by_trainer()
+        if consumed is not None:
+            state["consumed"] = consumed
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the sampler's position (applied when the sampler is built, if not yet)."""
+        sampler_state = state_dict.get("train_sampler")
+        if sampler_state is None:
+            return
+        if self.train_sampler is None:
+            self._pending_sampler_state = dict(sampler_state)
+        else:
+            self.train_sampler.load_state_dict(sampler_state)

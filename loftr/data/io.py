@@ -1,0 +1,464 @@
+"""The one place that reads dataset files: images, depth maps, poses, indices and list files.
+
+Every reader raises :class:`~loftr.errors.DataError` naming the file when it is missing, a broken
+symlink or unreadable, so a half-built data layout fails with a message that says what to fix.
+Callers may pass ``hint`` (the set-up step that makes the file) to be appended to that message.
+
+MegaDepth scene infos are pickled dicts (SPEC §5.3). They are loaded with a restricted unpickler
+that admits only what numpy arrays and plain containers need and refuses every other global
+*before* it is looked up, so a crafted file cannot run code (DESIGN "deliberately differs" 5).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from loftr.errors import DataError
+
+PathLike = str | os.PathLike
+
+# Keys of a MegaDepth scene-info dict (SPEC §5.3).
+SCENE_INFO_KEYS = ("image_paths", "depth_paths", "intrinsics", "poses", "pair_infos")
+
+# Header bytes that tell the two scene-info encodings apart.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+def _with_hint(message: str, hint: str | None) -> str:
+    return f"{message}; {hint}" if hint else message
+
+
+def check_file(path: PathLike, what: str = "file", hint: str | None = None) -> Path:
+    """Return ``path`` as a Path if it is an existing regular file, else raise DataError.
+
+    Args:
+        path: the file to check.
+        what: a short name for the file in the message (``"image"``, ``"depth map"``...).
+        hint: the set-up step that makes the file, appended to the message.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        DataError: the path is missing, a broken symlink or a directory.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_symlink():
+        target = os.readlink(p)
+        raise DataError(_with_hint(f"{what} {p} is a broken symlink (-> {target})", hint))
+    if p.exists():
+        raise DataError(_with_hint(f"{what} {p} is not a regular file", hint))
+    raise DataError(_with_hint(f"{what} {p} does not exist", hint))
+
+
+def check_dir(path: PathLike, what: str = "directory", hint: str | None = None) -> Path:
+    """Return ``path`` as a Path if it is an existing directory, else raise DataError.
+
+    Args:
+        path: the directory to check.
+        what: a short name for the directory in the message (``"ScanNet train root"``...).
+        hint: the set-up step that makes the directory, appended to the message.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        DataError: the path is missing, a broken symlink or not a directory.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.is_symlink():
+        target = os.readlink(p)
+        raise DataError(_with_hint(f"{what} {p} is a broken symlink (-> {target})", hint))
+    if p.exists():
+        raise DataError(_with_hint(f"{what} {p} is not a directory", hint))
+    raise DataError(_with_hint(f"{what} {p} does not exist", hint))
+
+
+def read_gray(path: PathLike, resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as 8-bit grey, optionally resized with OpenCV's default bilinear filter.
+
+    Args:
+        path: an image file OpenCV can decode (jpg, png...).
+        resize: ``(w, h)`` target size in pixels (OpenCV order), or None to keep the stored size.
+
+    Returns:
+        ``(h, w)`` uint8 array.
+
+    Raises:
+        DataError: the file is missing or cannot be decoded.
+
+    Example:
+        >>> img = read_gray("data/scannet/train/scene0000_00/color/0.jpg", resize=(640, 480))
+        >>> img.shape, img.dtype
+        ((480, 640), dtype('uint8'))
+    """
+    p = check_file(path, "image")
+    image = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
+    if resize is not None:
+        image = cv2.resize(image, (int(resize[0]), int(resize[1])))
+    return image
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """Stored ``(w, h)`` of an image in pixels, from the PNG header when possible (no decoding).
+
+    Args:
+        path: an image file (PNG headers are parsed directly; other formats are decoded).
+
+    Returns:
+        ``(w, h)`` in pixels.
+
+    Raises:
+        DataError: the file is missing or cannot be decoded.
+    """
+    p = check_file(path, "image")
+    with open(p, "rb") as f:
+        head = f.read(24)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return int(w), int(h)
+    image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def read_scannet_depth(path: PathLike) -> np.ndarray:
+    """Read a ScanNet depth PNG (uint16 millimetres) as metres (SPEC §5.2).
+
+    Args:
+        path: a 16-bit single-channel PNG as written by ScanNet's python SensReader.
+
+    Returns:
+        ``(h, w)`` float32 depth in metres at the stored resolution; 0 means no depth.
+
+    Raises:
+        DataError: the file is missing, corrupt, or not a 16-bit single-channel image.
+    """
+    p = check_file(path, "depth map")
+    depth = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if depth is None:
+        raise DataError(f"depth map {p} is corrupt or not an image OpenCV can decode")
+    if depth.ndim != 2 or depth.dtype != np.uint16:
+        raise DataError(
+            f"depth map {p} has dtype {depth.dtype} and shape {depth.shape}; ScanNet depth must "
+            "be a single-channel uint16 PNG in millimetres"
+        )
+    return depth.astype(np.float32) / 1000.0
+
+
+def read_megadepth_depth(path: PathLike) -> np.ndarray:
+    """Read a MegaDepth depth map: the ``depth`` dataset of an HDF5 file (SPEC §5.3).
+
+    Args:
+        path: a MegaDepth_v1 ``.h5`` depth file.
+
+    Returns:
+        ``(h, w)`` float32 depth at the image's original resolution; 0 means no depth.
+
+    Raises:
+        DataError: the file is missing, not HDF5, or has no 2-D ``depth`` dataset.
+    """
+    import h5py  # local: only MegaDepth needs it
+
+    p = check_file(path, "depth map")
+    try:
+        with h5py.File(p, "r") as f:
+            if "depth" not in f:
+                raise DataError(f"depth map {p} has no 'depth' dataset (keys: {list(f.keys())})")
+            depth = np.asarray(f["depth"], dtype=np.float32)
+    except OSError as err:
+        raise DataError(f"depth map {p} is corrupt or not an HDF5 file ({err})") from err
+    if depth.ndim != 2:
+        raise DataError(f"depth map {p} has shape {depth.shape}; expected a 2-D (h, w) map")
+    return depth
+
+
+def read_pose(path: PathLike) -> np.ndarray:
+    """Read a 4x4 pose matrix from a whitespace-delimited text file.
+
+    Args:
+        path: a text file with 4 rows of 4 numbers (ScanNet: camera-to-world).
+
+    Returns:
+        ``(4, 4)`` float64 array, as stored (no inversion).
+
+    Raises:
+        DataError: the file is missing or does not hold 16 finite numbers.
+    """
+    p = check_file(path, "pose file")
+    try:
+        pose = np.loadtxt(p, dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"pose file {p} is corrupt ({err})") from err
+    if pose.size != 16:
+        raise DataError(f"pose file {p} holds {pose.size} numbers; expected a 4x4 matrix")
+    pose = pose.reshape(4, 4)
+    if not np.isfinite(pose).all():
+        raise DataError(f"pose file {p} contains inf or nan")
+    return pose
+
+
+def read_list(path: PathLike, hint: str | None = None) -> list[str]:
+    """Read a dataset list file: the first whitespace token of every non-empty line (SPEC §5.5).
+
+    Args:
+        path: the list file (e.g. ``scannet_all.txt``, ``train_list.txt``).
+        hint: the set-up step that makes the file, appended to the message.
+
+    Returns:
+        The entries in file order.
+
+    Raises:
+        DataError: the file is missing or lists nothing.
+    """
+    p = check_file(path, "list file", hint)
+    entries = [line.split()[0] for line in p.read_text().splitlines() if line.split()]
+    if not entries:
+        raise DataError(_with_hint(f"list file {p} is empty", hint))
+    return entries
+
+
+def load_scannet_pairs(
+    path: PathLike, hint: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a ScanNet scene index: pair rows and, when present, overlap scores (SPEC §5.2).
+
+    Args:
+        path: a real ``.npz`` (zip) with ``name`` ``(P, 4)`` rows
+            ``[scene_id, sub_scene_id, frame_id0, frame_id1]`` and optionally ``score`` ``(P,)``.
+            The test index (``test.npz``, SPEC §5.4) has no ``score``.
+        hint: the set-up step that makes the file, appended to a "missing" message.
+
+    Returns:
+        ``(names, scores)``: ``names`` ``(P, 4)`` integer array as stored, ``scores`` ``(P,)`` or
+        None when the file has no ``score``.
+
+    Raises:
+        DataError: the file is missing, not an npz, lacks ``name``, or has mismatched shapes.
+    """
+    p = check_file(path, "ScanNet scene index", hint)
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            keys = list(data.keys())
+            if "name" not in keys:
+                raise DataError(f"ScanNet scene index {p} has no 'name' array (keys: {keys})")
+            names = np.asarray(data["name"])
+            scores = np.asarray(data["score"]) if "score" in keys else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"ScanNet scene index {p} is corrupt or not an npz file ({err})") from err
+    if names.ndim != 2 or names.shape[1] != 4:
+        raise DataError(
+            f"ScanNet scene index {p}: 'name' has shape {names.shape}; expected (P, 4) rows "
+            "[scene_id, sub_scene_id, frame_id0, frame_id1]"
+        )
+    if scores is not None and scores.shape != (names.shape[0],):
+        raise DataError(
+            f"ScanNet scene index {p}: 'score' has shape {scores.shape}; expected "
+            f"({names.shape[0]},) to match 'name'"
+        )
+    return names, scores
+
+
+def load_intrinsics(path: PathLike, hint: str | None = None) -> dict[str, np.ndarray]:
+    """Load a ScanNet intrinsics npz: one 3x3 (or 9-vector) matrix per scene name (SPEC §5.2).
+
+    Args:
+        path: ``intrinsics.npz`` keyed by scene name (``scene0000_00``).
+        hint: the set-up step that makes the file, appended to a "missing" message.
+
+    Returns:
+        ``{scene_name: (3, 3) float64}``.
+
+    Raises:
+        DataError: the file is missing, not an npz, or holds a matrix that is not 3x3.
+    """
+    p = check_file(path, "intrinsics file", hint)
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            raw = {k: np.asarray(data[k]) for k in data.keys()}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"intrinsics file {p} is corrupt or not an npz file ({err})") from err
+    out = {}
+    for name, value in raw.items():
+        if value.size != 9:
+            raise DataError(f"intrinsics file {p}: '{name}' has {value.size} values; expected 9")
+        out[name] = value.astype(np.float64).reshape(3, 3)
+    return out
+
+
+# --- MegaDepth scene infos -------------------------------------------------------------------
+
+# numpy moved its internals from numpy.core to numpy._core in 2.0; pickles name either.
+_NUMPY_CORE = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+}
+
+# The globals a pickle of numpy arrays and plain containers refers to. Nothing here can reach
+# the file system, the interpreter or an arbitrary class.
+_ALLOWED_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"),  # ndarray.__reduce__
+    ("numpy._core.multiarray", "scalar"),  # numpy scalar __reduce__
+    ("numpy._core.numeric", "_frombuffer"),  # ndarray.__reduce_ex__ with protocol 5
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes pickled with protocol 2 under Python 3
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "slice"),
+    ("builtins", "bytearray"),
+    ("builtins", "bytes"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of :data:`_ALLOWED_GLOBALS`."""
+
+    def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (_NUMPY_CORE.get(module, module), name)
+        if key not in _ALLOWED_GLOBALS:
+            raise DataError(
+                f"scene info {self._path} refers to the global {module}.{name}, which is not a "
+                "numpy array or plain container; refusing to load it (only trusted index files "
+                "may be used)"
+            )
+        try:
+            return super().find_class(*key)
+        except ModuleNotFoundError:  # numpy < 2 has no numpy._core
+            return super().find_class(key[0].replace("numpy._core", "numpy.core"), name)
+
+
+def _normalise_npz_scene_info(data: Mapping[str, np.ndarray], path: Path) -> dict[str, Any]:
+    """Turn a pickle-free npz scene info (see :func:`save_scene_info_npz`) into the dict form."""
+    info: dict[str, Any] = {}
+    for key in ("image_paths", "depth_paths"):
+        if key in data:
+            # Empty strings stand for the original's None slots.
+            info[key] = np.array([str(v) or None for v in data[key]], dtype=object)
+    for key in ("intrinsics", "poses"):
+        if key in data:
+            info[key] = np.asarray(data[key])
+    if "pair_infos" not in data and "pairs" in data and "overlap_scores" in data:
+        pairs = np.asarray(data["pairs"])
+        scores = np.asarray(data["overlap_scores"])
+        central = (
+            np.asarray(data["central_matches"])
+            if "central_matches" in data
+            else np.zeros((len(pairs), 4), dtype=np.float64)
+        )
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or scores.shape != (len(pairs),):
+            raise DataError(
+                f"scene info {path}: 'pairs' must be (P, 2) and 'overlap_scores' (P,); got "
+                f"{pairs.shape} and {scores.shape}"
+            )
+        info["pair_infos"] = [
+            ((int(i0), int(i1)), float(s), c)
+            for (i0, i1), s, c in zip(pairs, scores, central, strict=True)
+        ]
+    return info
+
+
+def load_scene_info(path: PathLike, hint: str | None = None) -> dict[str, Any]:
+    """Load a MegaDepth scene info safely (SPEC §5.3; DESIGN "deliberately differs" 5).
+
+    The original files are pickled dicts despite their ``.npz`` suffix. They are read with an
+    unpickler that admits only numpy arrays and plain containers; any other global is refused
+    before it is resolved, so the file's code never runs. A real ``.npz`` zip (as written by
+    :func:`save_scene_info_npz`) is read with ``allow_pickle=False``.
+
+    Args:
+        path: the scene-info file.
+        hint: the set-up step that makes the file, appended to a "missing" message.
+
+    Returns:
+        A dict with ``image_paths`` ``(N,)`` object (relative paths or None), ``depth_paths``
+        ``(N,)``, ``intrinsics`` ``(N, 3, 3)`` at original resolution, ``poses`` ``(N, 4, 4)``
+        world-to-camera and ``pair_infos``: a list of ``((idx0, idx1), overlap, central_matches)``.
+
+    Raises:
+        DataError: the file is missing, corrupt, refers to a forbidden global, or lacks keys.
+    """
+    p = check_file(path, "scene info", hint)
+    with open(p, "rb") as f:
+        head = f.read(4)
+    try:
+        if head.startswith(_ZIP_MAGIC):
+            with np.load(p, allow_pickle=False) as data:
+                info = _normalise_npz_scene_info(data, p)
+        elif head.startswith(_PICKLE_MAGIC):
+            with open(p, "rb") as f:
+                info = _ArrayOnlyUnpickler(f, p).load()
+        else:
+            raise DataError(
+                f"scene info {p} is neither a pickled dict nor an npz zip (starts with {head!r})"
+            )
+    except DataError:
+        raise
+    except Exception as err:  # any unpickling/zip failure means a corrupt file
+        raise DataError(f"scene info {p} is corrupt ({type(err).__name__}: {err})") from err
+    if not isinstance(info, dict):
+        raise DataError(f"scene info {p} holds a {type(info).__name__}; expected a dict")
+    missing = [k for k in SCENE_INFO_KEYS if k not in info]
+    if missing:
+        raise DataError(f"scene info {p} lacks the key(s) {missing} (has {sorted(info)})")
+    return info
+
+
+def save_scene_info_npz(info: Mapping[str, Any], path: PathLike) -> Path:
+    """Write a scene-info dict as a pickle-free ``.npz`` that :func:`load_scene_info` reads.
+
+    ``image_paths``/``depth_paths`` become unicode arrays (None -> ""), and ``pair_infos`` is
+    split into ``pairs`` ``(P, 2)`` int64, ``overlap_scores`` ``(P,)`` float64 and
+    ``central_matches`` ``(P, 4)`` float64.
+
+    Args:
+        info: a dict as returned by :func:`load_scene_info`.
+        path: the output file; numpy appends ``.npz`` if missing.
+
+    Returns:
+        The written path.
+    """
+    pairs = np.array([pi[0] for pi in info["pair_infos"]], dtype=np.int64).reshape(-1, 2)
+    scores = np.array([pi[1] for pi in info["pair_infos"]], dtype=np.float64)
+    central = np.array(
+        [np.asarray(pi[2], dtype=np.float64).reshape(4) for pi in info["pair_infos"]]
+    ).reshape(-1, 4)
+    p = Path(path)
+    np.savez(
+        p,
+        image_paths=np.array(["" if v is None else str(v) for v in info["image_paths"]]),
+        depth_paths=np.array(["" if v is None else str(v) for v in info["depth_paths"]]),
+        intrinsics=np.asarray(info["intrinsics"], dtype=np.float64),
+        poses=np.asarray(info["poses"], dtype=np.float64),
+        pairs=pairs,
+        overlap_scores=scores,
+        central_matches=central,
+    )
+    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")

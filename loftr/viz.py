@@ -222,6 +222,33 @@ def make_matching_figure(
     return fig
 
 
+def _pair_matches(
+    data: dict[str, Any], b_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Images (0-255) and matches (input pixels) of pair ``b_id``, and its match mask.
+
+    Returns:
+        ``(img0, img1, kpts0, kpts1, b_mask)``: ``(H, W)`` grey images, ``(n, 2)`` keypoints
+        on those images, ``(M,)`` boolean mask of the pair's matches among the batch's.
+    """
+    n_all = len(data["mkpts0_f"])
+    if "m_bids" in data:
+        b_mask = _to_numpy(data["m_bids"]) == b_id
+    else:  # a single pair, e.g. at inference
+        b_mask = np.ones(n_all, dtype=bool)
+    img0 = np.round(_to_numpy(data["image0"][b_id][0]).astype(np.float64) * 255)
+    img1 = np.round(_to_numpy(data["image1"][b_id][0]).astype(np.float64) * 255)
+    kpts0 = _to_numpy(data["mkpts0_f"]).astype(np.float64).reshape(-1, 2)[b_mask]
+    kpts1 = _to_numpy(data["mkpts1_f"]).astype(np.float64).reshape(-1, 2)[b_mask]
+    # Matches are in original-image pixels; draw them on the resized input. Unlike the original
+    # (which divides x by the h-scale, SPEC §6.3), x is divided by the x-scale here.
+    if "scale0" in data:
+        kpts0 = kpts0 / _to_numpy(data["scale0"][b_id]).astype(np.float64).reshape(1, 2)
+    if "scale1" in data:
+        kpts1 = kpts1 / _to_numpy(data["scale1"][b_id]).astype(np.float64).reshape(1, 2)
+    return img0, img1, kpts0, kpts1, b_mask
+
+
 def make_evaluation_figure(
     data: dict[str, Any],
     b_id: int,
@@ -245,21 +272,10 @@ def make_evaluation_figure(
     Returns:
         The figure.
     """
-    b_mask = _to_numpy(data["m_bids"]) == b_id
     if epi_err_thr is None:
         names = data.get("dataset_name", ["ScanNet"])
         epi_err_thr = epi_err_threshold(str(names[b_id] if len(names) > b_id else names[0]))
-    img0 = np.round(_to_numpy(data["image0"][b_id][0]).astype(np.float64) * 255)
-    img1 = np.round(_to_numpy(data["image1"][b_id][0]).astype(np.float64) * 255)
-    kpts0 = _to_numpy(data["mkpts0_f"]).astype(np.float64)[b_mask]
-    kpts1 = _to_numpy(data["mkpts1_f"]).astype(np.float64)[b_mask]
-    # Matches are in original-image pixels; draw them on the resized input. Unlike the original
-    # (which divides x by the h-scale, SPEC §6.3), x is divided by the x-scale here.
-    if "scale0" in data:
-        kpts0 = kpts0 / _to_numpy(data["scale0"][b_id]).astype(np.float64)[None]
-    if "scale1" in data:
-        kpts1 = kpts1 / _to_numpy(data["scale1"][b_id]).astype(np.float64)[None]
-
+    img0, img1, kpts0, kpts1, b_mask = _pair_matches(data, b_id)
     epi_errs = _to_numpy(data["epi_errs"]).astype(np.float64)[b_mask]
     correct = epi_errs < epi_err_thr
     n_matches, n_correct = len(correct), int(correct.sum())
@@ -278,44 +294,42 @@ def make_evaluation_figure(
 
 
 def make_confidence_figure(
-    img0: Any,
-    img1: Any,
-    mkpts0: Any,
-    mkpts1: Any,
-    mconf: Any,
+    data: dict[str, Any],
+    b_id: int = 0,
     text: Sequence[str] = (),
+    alpha: str | float = "dynamic",
     path: str | Path | None = None,
     dpi: int = 75,
-    alpha: str | float = "dynamic",
     cmap: str = "RdYlGn",
 ) -> Figure:
-    """Matches coloured by the model's confidence, for inference without ground truth.
+    """Pair ``b_id``'s matches coloured by the model's confidence, for inference without GT.
 
-    Confidence 0 is red, 0.5 yellow and 1 green (``RdYlGn``), so a figure reads like the
+    Confidence 0 is red, 0.5 yellow and 1 green (``RdYlGn``), so the figure reads like the
     evaluation figure: green is what the model trusts.
 
     Args:
-        img0: grey image 0 (see :func:`make_matching_figure`).
-        img1: grey image 1.
-        mkpts0: ``(N, 2)`` pixel ``(x, y)`` in image 0 (in the drawn image's pixels).
-        mkpts1: ``(N, 2)`` pixel ``(x, y)`` in image 1.
-        mconf: ``(N,)`` confidences in [0, 1].
+        data: the matcher's output dict: ``image0``, ``image1`` (``(B, 1, H, W)`` in [0, 1]),
+            ``mkpts0_f``, ``mkpts1_f`` (original pixels), ``mconf`` (``(M,)`` in [0, 1]) and,
+            when present, ``m_bids`` and ``scale0``, ``scale1`` (as
+            :func:`make_evaluation_figure`).
+        b_id: index of the pair in the batch.
         text: extra lines, written after the match count and the mean confidence.
+        alpha: ``"dynamic"`` or a fixed opacity.
         path: when given, the figure is also saved there.
         dpi: resolution.
-        alpha: ``"dynamic"`` or a fixed opacity.
         cmap: a matplotlib colormap name.
 
     Returns:
         The figure.
     """
-    conf = np.clip(_to_numpy(mconf).astype(np.float64).reshape(-1), 0.0, 1.0)
+    img0, img1, kpts0, kpts1, b_mask = _pair_matches(data, b_id)
+    conf = np.clip(_to_numpy(data["mconf"]).astype(np.float64).reshape(-1)[b_mask], 0.0, 1.0)
     opacity = dynamic_alpha(len(conf)) if alpha == "dynamic" else float(alpha)
     colours = matplotlib.colormaps[cmap](conf)
     colours[:, 3] = opacity
     mean = f"{conf.mean():.3f}" if len(conf) else "-"
     lines = [f"#Matches {len(conf)}", f"Mean confidence {mean}", *text]
-    return make_matching_figure(img0, img1, mkpts0, mkpts1, colours, text=lines, path=path, dpi=dpi)
+    return make_matching_figure(img0, img1, kpts0, kpts1, colours, text=lines, path=path, dpi=dpi)
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:

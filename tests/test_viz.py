@@ -166,13 +166,31 @@ def test_evaluation_figure_without_matches_or_gt() -> None:
     assert figure_to_array(fig).shape == (307, 750, 3)
 
 
-def test_confidence_figure_colours_by_confidence() -> None:
-    img0, img1 = _images()
-    pts = np.array([[5.0, 5.0], [20.0, 20.0], [40.0, 30.0]])
-    fig = make_confidence_figure(img0, img1, pts, pts, np.array([0.0, 0.5, 1.0]), text=["x"])
+def test_confidence_figure_colours_by_confidence(tmp_path: Path) -> None:
+    # The matcher's output at inference: one pair, no m_bids needed, keypoints in original
+    # pixels (scale 2 in x and y).
+    img0, _ = _images()
+    pts = torch.tensor([[10.0, 10.0], [40.0, 40.0], [80.0, 60.0]])
+    data = {
+        "image0": torch.tensor(img0 / 255.0)[None, None],
+        "image1": torch.tensor(img0 / 255.0)[None, None],
+        "mkpts0_f": pts,
+        "mkpts1_f": pts,
+        "mconf": torch.tensor([0.0, 0.5, 1.0]),
+        "scale0": torch.tensor([[2.0, 2.0]]),
+        "scale1": torch.tensor([[2.0, 2.0]]),
+    }
+    path = tmp_path / "conf.png"
+    fig = make_confidence_figure(data, 0, text=["x"], path=path)
+    assert path.is_file()
     assert fig.texts[0].get_text().split("\n") == ["#Matches 3", "Mean confidence 0.500", "x"]
     (lines,) = [a for a in fig.artists if isinstance(a, LineCollection)]
     rgba = lines.get_colors()
     assert rgba[0, 0] > rgba[0, 1]  # confidence 0: red
     assert rgba[2, 1] > rgba[2, 0]  # confidence 1: green
     assert np.all(rgba[:, 3] == pytest.approx(dynamic_alpha(3)))
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), pts.numpy() / 2)
+    # With m_bids, only pair b_id's matches are drawn.
+    data["m_bids"] = torch.tensor([0, 1, 1])
+    fig = make_confidence_figure(data, 0)
+    assert fig.texts[0].get_text().split("\n")[:2] == ["#Matches 1", "Mean confidence 0.000"]

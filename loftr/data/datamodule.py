@@ -130,10 +130,21 @@ class LoFTRDataModule(L.LightningDataModule):
         return int(trainer.world_size), int(trainer.global_rank)
 
     def _trainer_or_none(self) -> L.Trainer | None:
-        try:
-            return self.trainer
-        except RuntimeError:  # not attached
-            return None
+        return getattr(self, "trainer", None)
+
+    @property
+    def val_set_names(self) -> list[str]:
+        """A name per validation loader: the stems of ``val_list_path`` (made unique).
+
+        Known from the config alone (before :meth:`setup`), so the LightningModule can name its
+        per-set metrics; empty when the config has no validation set.
+        """
+        paths = self.config.get("val_list_path")
+        if paths is None:
+            return []
+        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        stems = [Path(str(p)).stem for p in paths]
+        return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
 
     # --- Lightning hooks ------------------------------------------------------------------
 

@@ -1,0 +1,33 @@
+"""`python -m loftr.evaluate ckpt=PATH dataset=scannet_test_1500`: test a checkpoint.
+
+    python -m loftr.evaluate ckpt=weights/indoor_ds.ckpt dataset=scannet_test_1500 \
+        model.coarse.temp_bug_fix=false model.match_coarse.border_rm=0 model_from_ckpt=false
+    python -m loftr.evaluate ckpt=outputs/default/<time>/checkpoints/last.ckpt dataset=synthetic
+
+Predictions are cached (`cache_dir`); a second call with the same checkpoint and configs reuses
+them. Writes `metrics.json` (AUC@5/10/20, precision, the protocol) and logs to W&B.
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from loftr.evaluation import evaluate
+    from loftr.lightning.run import log_evaluation
+
+    with open_dict(cfg):
+        cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+    result = evaluate(cfg)
+    log_evaluation(cfg, result)
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+    print(f"{result['n_pairs']} pairs  {metrics}\nprotocol {result['protocol_key']}")
+    print(f"metrics: {cfg.run_dir}/metrics.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Export-then-evaluate (SPEC §1.6, §6): predictions are cached once, metrics made from the cache.
+
+The cache key combines the checkpoint file's hash and the resolved model, dataset and pose
+protocol configs, so a changed threshold, resize or weight file never reuses stale predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from loftr.data.datamodule import LoFTRDataModule
+from loftr.metrics import (
+    Protocol,
+    aggregate_metrics,
+    collect_pair_metrics,
+    compute_pose_errors,
+    compute_symmetrical_epipolar_errors,
+    hash_index,
+)
+from loftr.model import LoFTR, read_state_dict
+
+PREDICTION_FILE = "predictions.pt"
+PAIR_KEYS = ("K0", "K1", "T_0to1")
+
+
+def file_hash(path: str | Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The model config stored in one of our checkpoints, or None for original/kornia files."""
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    config = (
+        content.get("hyper_parameters", {}).get("config") if isinstance(content, dict) else None
+    )
+    return config.get("model") if isinstance(config, dict) else None
+
+
+def cache_key(ckpt: str | Path, model: dict[str, Any], dataset: dict[str, Any]) -> str:
+    """`<checkpoint hash>-<hash of the resolved model and dataset configs>`."""
+    blob = json.dumps({"model": model, "dataset": dataset}, sort_keys=True, default=str)
+    return f"{file_hash(ckpt)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def export_predictions(matcher: LoFTR, loader: Any, device: str = "cpu") -> list[dict[str, Any]]:
+    """Run the matcher over a test loader; one record per pair, keypoints in original pixels."""
+    records: list[dict[str, Any]] = []
+    matcher.eval().to(device)
+    for batch in tqdm(loader, desc="matching", unit="pair"):
+        data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.inference_mode():
+            matcher(data)
+        names0, names1 = data["pair_names"]
+        for b in range(data["bs"]):
+            sel = data["m_bids"] == b
+            records.append(
+                {
+                    "pair_names": [names0[b], names1[b]],
+                    "scene_id": str(data["scene_id"][b]) if "scene_id" in data else "",
+                    "mkpts0_f": data["mkpts0_f"][sel].float().cpu(),
+                    "mkpts1_f": data["mkpts1_f"][sel].float().cpu(),
+                    "mconf": data["mconf"][sel].float().cpu(),
+                    **{k: data[k][b].double().cpu() for k in PAIR_KEYS},
+                }
+            )
+    return records
+
+
+def evaluate_predictions(records: list[dict[str, Any]], eval_cfg: Any) -> tuple[dict, list]:
+    """Metrics of cached predictions: per-pair errors and the aggregated AUC and precision."""
+    pairs: dict[str, list[Any]] = {}
+    for record in records:
+        n = len(record["mconf"])
+        data = {
+            "mkpts0_f": record["mkpts0_f"].double(),
+            "mkpts1_f": record["mkpts1_f"].double(),
+            "m_bids": torch.zeros(n, dtype=torch.long),
+            "pair_names": ([record["pair_names"][0]], [record["pair_names"][1]]),
+            **{k: record[k][None] for k in PAIR_KEYS},
+        }
+        compute_symmetrical_epipolar_errors(data)
+        compute_pose_errors(data, eval_cfg)
+        for key, values in collect_pair_metrics(data).items():
+            pairs.setdefault(key, []).extend(values)
+    metrics = aggregate_metrics(pairs, epi_err_thr=float(eval_cfg["epi_err_thr"]))
+    rows = [
+        [
+            ident,
+            rec["scene_id"],
+            len(rec["mconf"]),
+            float(np.mean(e < eval_cfg["epi_err_thr"])) if len(e) else 0.0,
+            float(r),
+            float(t),
+        ]
+        for ident, rec, e, r, t in zip(
+            pairs["identifiers"],
+            records,
+            pairs["epi_errs"],
+            pairs["R_errs"],
+            pairs["t_errs"],
+            strict=True,
+        )
+    ]
+    return metrics, rows
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate `cfg.ckpt` on `cfg.dataset`'s test set; write `metrics.json` into the run dir.
+
+    Returns:
+        `metrics`, `protocol`, `cache` (the prediction file) and `cached` (True when reused).
+    """
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if cfg.model_from_ckpt and (stored := checkpoint_model_config(cfg.ckpt)) is not None:
+        model_cfg = stored
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt, model_cfg, dataset_cfg) / PREDICTION_FILE
+    datamodule = LoFTRDataModule(cfg.dataset, num_workers=cfg.hardware.num_workers, seed=cfg.seed)
+    cached = cache.is_file()
+    if cached:
+        rank_zero_info(f"reusing cached predictions {cache}")
+        records = torch.load(cache, weights_only=True)
+    else:
+        datamodule.prepare_data()
+        matcher = LoFTR(model_cfg)
+        matcher.load_state_dict(read_state_dict(cfg.ckpt))
+        device = (
+            "cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
+        )
+        records = export_predictions(matcher, datamodule.test_dataloader(), device)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save(records, tmp)
+        tmp.replace(cache)
+    metrics, rows = evaluate_predictions(records, eval_cfg)
+    protocol = Protocol(
+        test_set=str(dataset_cfg.get("name", "test")),
+        index_hash=hash_index(test_index_files(dataset_cfg)),
+        resize=test_resize(dataset_cfg),
+        estimator=eval_cfg["pose_estimator"],
+        ransac_pixel_thr=float(eval_cfg["ransac_pixel_thr"]),
+        ransac_conf=float(eval_cfg["ransac_conf"]),
+        border_rm=int(model_cfg["match_coarse"]["border_rm"]),
+    )
+    result = {
+        "name": cfg.name,
+        "ckpt": str(cfg.ckpt),
+        "metrics": metrics,
+        "protocol": protocol.to_dict(),
+        "protocol_key": protocol.key(),
+        "n_pairs": len(records),
+        "cache": str(cache),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    return {**result, "rows": rows, "cached": cached}
+
+
+def test_index_files(dataset_cfg: dict[str, Any]) -> list[Path]:
+    """The index files that define a test set: its list and the npz files it names."""
+    list_path = Path(dataset_cfg["test_list_path"])
+    npz_root = Path(dataset_cfg["test_npz_root"])
+    names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
+    suffix = "" if dataset_cfg["test_data_source"] == "ScanNet" else ".npz"
+    return [list_path, *(npz_root / f"{name}{suffix}" for name in names)]
+
+
+def test_resize(dataset_cfg: dict[str, Any]) -> int | tuple[int, int]:
+    if dataset_cfg["test_data_source"] == "MegaDepth":
+        return int(dataset_cfg["mgdpt_img_resize"])
+    return tuple(dataset_cfg.get("scannet_img_resize", (640, 480)))

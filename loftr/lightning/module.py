@@ -1,0 +1,180 @@
+"""The LightningModule: ground truth, LoFTR, losses and metrics in each step (SPEC §6.1)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from loftr.config import model_config
+from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
+from loftr.losses import LoFTRLoss
+from loftr.metrics import (
+    aggregate_metrics,
+    collect_pair_metrics,
+    compute_pose_errors,
+    compute_symmetrical_epipolar_errors,
+)
+from loftr.model import LoFTR, count_parameters
+from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
+
+
+class LoFTRModule(L.LightningModule):
+    """Trains and validates `LoFTR` with the original's loop and metrics.
+
+    The LR is a function of the optimizer step and the epoch (`lr_at`), set before every
+    optimizer step, so a resumed run follows the same schedule (DESIGN "differs" 1). The
+    checkpoint also carries the RNG states, so the ground-truth padding draws resume exactly.
+
+    Args:
+        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`.
+        val_set_names: a name per validation dataloader, used in metric keys.
+    """
+
+    def __init__(self, config: dict[str, Any], val_set_names: list[str] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_cfg = model_config(config["model"])
+        self.optim_cfg = config["optim"]
+        self.eval_cfg = config["eval"]
+        self.val_set_names = list(val_set_names or ["val"])
+        self.matcher = LoFTR(self.model_cfg)
+        self.loss = LoFTRLoss(self.model_cfg)
+        self.validation_results: dict[str, dict[str, float]] = {}
+        self._val_outputs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
+    # ---------------------------------------------------------------- steps
+    def _supervised_forward(self, batch: dict[str, Any]) -> None:
+        """Coarse ground truth, matcher, fine ground truth, loss (SPEC §6.1)."""
+        compute_supervision_coarse(batch, self.model_cfg)
+        self.matcher(batch)
+        compute_supervision_fine(batch, self.model_cfg)
+        self.loss(batch)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._supervised_forward(batch)
+        scalars = {f"train/{k}": v for k, v in batch["loss_scalars"].items()}
+        if self.model_cfg["match_coarse"]["match_type"] == "sinkhorn":
+            scalars["train/skh_bin_score"] = self.matcher.coarse_matching.bin_score.detach().cpu()
+        scalars["lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
+        self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=batch["image0"].shape[0])
+        return batch["loss"]
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        self._supervised_forward(batch)
+        compute_symmetrical_epipolar_errors(batch)
+        compute_pose_errors(batch, self.eval_cfg)
+        pairs = collect_pair_metrics(batch)
+        pairs["loss_scalars"] = {k: float(v) for k, v in batch["loss_scalars"].items()}
+        pairs["n_matches"] = [int((batch["m_bids"] == b).sum()) for b in range(batch["bs"])]
+        pairs["scene_id"] = list(batch.get("scene_id", [""] * batch["bs"]))
+        self._val_outputs[dataloader_idx].append(pairs)
+        return pairs
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        """Gather per-pair metrics from every rank, aggregate, log per set and their mean."""
+        per_set: dict[str, dict[str, float]] = {}
+        for index, name in enumerate(self.val_set_names):
+            pairs = merge_pair_lists(gather_objects(self._val_outputs.get(index, [])))
+            if not pairs["identifiers"]:
+                continue
+            metrics = aggregate_metrics(pairs, epi_err_thr=float(self.eval_cfg["epi_err_thr"]))
+            losses = {
+                f"val_{name}/avg_{k}": float(np.mean([s[k] for s in pairs["loss_scalars"]]))
+                for k in pairs["loss_scalars"][0]
+            }
+            per_set[name] = metrics
+            self.log_dict({f"metrics_{name}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+            self.log_dict(losses, sync_dist=False)
+        if per_set:
+            # the checkpoint monitors the mean over validation sets (SPEC §6.1)
+            for key in ("auc@5", "auc@10", "auc@20"):
+                self.log(key, float(np.mean([m[key] for m in per_set.values()])), sync_dist=False)
+        self.validation_results = per_set
+
+    # ------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.parameters(), self.optim_cfg)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        # the warm-up and the schedule as a function of (step, epoch), SPEC §1.8
+        set_learning_rate(optimizer, lr_at(self.global_step, self.current_epoch, self.optim_cfg))
+        optimizer.step(closure=optimizer_closure)
+
+    # ----------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+            random.setstate(_as_tuple(states["python"]))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per part, for the run's config and the README."""
+        parts = {
+            name: count_parameters(getattr(self.matcher, name))
+            for name in (
+                "backbone",
+                "loftr_coarse",
+                "coarse_matching",
+                "fine_preprocess",
+                "loftr_fine",
+            )
+        }
+        parts["total"] = count_parameters(self.matcher)
+        return parts
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """`obj` from every rank (one process: `[obj]`)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def merge_pair_lists(per_rank: list[list[dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Concatenate per-batch pair lists from every rank into one dict of lists."""
+    merged: dict[str, list[Any]] = defaultdict(list)
+    for batches in per_rank:
+        for pairs in batches:
+            for key, values in pairs.items():
+                if key == "loss_scalars":
+                    merged[key].append(values)
+                else:
+                    merged[key].extend(values)
+    merged.setdefault("identifiers", [])
+    return merged
+
+
+def _numpy_state_to_plain(state: tuple) -> list[Any]:
+    """numpy's RNG state without ndarrays, so that `weights_only` loading accepts it."""
+    return [state[0], state[1].tolist(), *state[2:]]
+
+
+def _numpy_state_from_plain(state: list[Any]) -> tuple:
+    return (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value

@@ -1,0 +1,244 @@
+"""Builds a run from the composed config: data, module, loggers, callbacks, Trainer; and fits."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from loftr.data.datamodule import LoFTRDataModule
+from loftr.errors import CheckpointError, ConfigError
+from loftr.lightning.callbacks import LAST_CHECKPOINT, LastCheckpoint, MetricsJson, ValidationReport
+from loftr.lightning.module import LoFTRModule
+from loftr.lightning.schedule import true_batch_size
+
+
+def wandb_mode(requested: str | None) -> str:
+    """`online` when the user is logged in to W&B, else `offline`, unless asked otherwise.
+
+    WANDB_MODE in the environment wins over the config's `logger.mode`.
+    """
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested:
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    return "online" if logged_in else "offline"
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Logger | bool:
+    """The logger of `cfg.logger.kind`: wandb, csv or none."""
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return CSVLogger(save_dir=run_dir, name="csv", version="")
+    if kind == "wandb":
+        mode = wandb_mode(cfg.logger.mode)
+        return WandbLogger(
+            name=cfg.name,
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=cfg.logger.group,
+            tags=list(cfg.logger.tags),
+            save_dir=str(run_dir),
+            mode=mode,
+            config=config,
+        )
+    raise ConfigError(
+        f"logger.kind={kind!r} is unknown; use logger=wandb, logger=csv or logger=none"
+    )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` -> this run's `last.ckpt`, else the newest one of a sibling run of the same name.
+
+    Hydra gives every run its own directory `outputs/<name>/<time>`, so `ckpt_path=last`
+    resumes the newest `outputs/<name>/*/checkpoints/last.ckpt`.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path != "last":
+        if not Path(ckpt_path).is_file():
+            raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
+        return str(ckpt_path)
+    own = run_dir / "checkpoints" / LAST_CHECKPOINT
+    if own.is_file():
+        return str(own)
+    candidates = sorted(
+        run_dir.parent.glob(f"*/checkpoints/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
+    )
+    if not candidates:
+        raise CheckpointError(
+            f"ckpt_path=last: no {LAST_CHECKPOINT} under {run_dir.parent}/*/checkpoints; "
+            "start a run first or pass a checkpoint path"
+        )
+    return str(candidates[-1])
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, logger: Logger | bool, callbacks: list
+) -> L.Trainer:
+    hw, tr = cfg.hardware, cfg.trainer
+    return L.Trainer(
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.num_nodes,
+        strategy=hw.strategy,
+        precision=hw.precision,
+        sync_batchnorm=hw.sync_batchnorm,
+        benchmark=hw.benchmark,
+        max_epochs=tr.max_epochs,
+        check_val_every_n_epoch=tr.check_val_every_n_epoch,
+        limit_train_batches=tr.limit_train_batches,
+        limit_val_batches=tr.limit_val_batches,
+        num_sanity_val_steps=tr.num_sanity_val_steps,
+        enable_progress_bar=tr.enable_progress_bar,
+        profiler=tr.profiler,
+        gradient_clip_val=cfg.optim.gradient_clipping,
+        gradient_clip_algorithm="norm",
+        accumulate_grad_batches=cfg.accumulate,
+        log_every_n_steps=cfg.logger.log_every_n_steps,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # our samplers shard scenes and pairs themselves
+        enable_checkpointing=True,
+    )
+
+
+def val_set_names(dataset: DictConfig) -> list[str]:
+    """A name per validation set: the dataset's name, suffixed by the list stem if several."""
+    lists = dataset.val_list_path
+    if isinstance(lists, str) or lists is None:
+        return [dataset.name]
+    return [f"{dataset.name}_{Path(p).stem}" for p in lists]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit one composed run; return its metrics and the objects it built.
+
+    Args:
+        cfg: the composed `train` config; `cfg.run_dir` is the run directory.
+
+    Returns:
+        `metrics` (the validation metrics of the last epoch), `best_ckpt`, `run_dir`,
+        `trainer`, `module`, `datamodule`.
+    """
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = LoFTRDataModule(
+        cfg.dataset,
+        batch_size=cfg.hardware.batch_size,
+        num_workers=cfg.hardware.num_workers,
+        pin_memory=cfg.hardware.pin_memory,
+        seed=cfg.seed,
+    )
+    module = LoFTRModule(config, val_set_names=val_set_names(cfg.dataset))
+    logger = build_logger(cfg, run_dir, config)
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="{epoch}-{auc@5:.3f}-{auc@10:.3f}-{auc@20:.3f}",
+        monitor=cfg.checkpoint.monitor,
+        mode=cfg.checkpoint.mode,
+        save_top_k=cfg.checkpoint.save_top_k,
+        save_last=False,
+    )
+    summary = {
+        "name": cfg.name,
+        "protocol": dict(config["eval"]),
+        "parameters": module.parameter_counts(),
+        "config": {
+            "matcher": config["model"]["match_coarse"]["match_type"],
+            "sparse_spvs": config["model"]["match_coarse"]["sparse_spvs"],
+            "dataset": cfg.dataset.get("name", None),
+            "true_batch_size": true_batch_size(
+                cfg.hardware.devices,
+                cfg.hardware.num_nodes,
+                cfg.hardware.batch_size,
+                cfg.accumulate,
+            ),
+            "lr": config["optim"]["lr"],
+            "warmup_steps": config["optim"]["warmup_steps"],
+        },
+    }
+    callbacks = [
+        best,
+        LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps),
+        ValidationReport(run_dir, cfg.logger.n_val_pairs_to_plot, cfg.eval.epi_err_thr),
+        MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
+    ]
+    trainer = build_trainer(cfg, run_dir, logger, callbacks)
+    if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+        logger.experiment.config.update(
+            {"parameters": summary["parameters"]}, allow_val_change=True
+        )
+    try:
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir),
+        )
+    finally:
+        report_run(run_dir, best, logger, trainer)
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+    return {
+        "metrics": module.validation_results,
+        "best_ckpt": best.best_model_path or None,
+        "run_dir": run_dir,
+        "trainer": trainer,
+        "module": module,
+        "datamodule": datamodule,
+    }
+
+
+def report_run(
+    run_dir: Path, best: ModelCheckpoint, logger: Logger | bool, trainer: L.Trainer
+) -> None:
+    """Print where the run's outputs are, and how to sync an offline W&B run."""
+    if not trainer.is_global_zero:
+        return
+    lines = [f"run directory : {run_dir}"]
+    lines.append(f"best checkpoint: {best.best_model_path or '(none yet)'}")
+    lines.append(f"last checkpoint: {run_dir / 'checkpoints' / LAST_CHECKPOINT}")
+    lines.append(f"metrics       : {run_dir / 'metrics.json'}")
+    if isinstance(logger, WandbLogger):
+        wandb_dir = Path(logger.experiment.dir).parent
+        lines.append(f"W&B files     : {wandb_dir}")
+        if logger.experiment.settings.mode == "offline":
+            lines.append(f"sync to W&B   : wandb sync {wandb_dir}")
+    rank_zero_info("\n".join(lines))
+
+
+def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
+    """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
+    logger = build_logger(cfg, Path(cfg.run_dir), OmegaConf.to_container(cfg, resolve=True))
+    if not logger:
+        return
+    logger.log_metrics({f"test/{k}": v for k, v in result["metrics"].items()})
+    if isinstance(logger, WandbLogger):
+        logger.log_table(
+            key="test_pairs",
+            columns=["pair", "scene", "matches", "precision", "R_err", "t_err"],
+            data=result["rows"],
+        )
+        logger.experiment.summary.update({"protocol": result["protocol_key"]})
+        logger.experiment.finish()
+    else:
+        logger.save()

@@ -580,6 +580,11 @@ def _split_counts(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def _n_walks(n_frames: int) -> int:
+    """Trajectories per scene: up to 3, each at least 8 frames long so that neighbours overlap."""
+    return max(1, min(3, n_frames // 8))
+
+
 def indoor_trajectories(rng: np.random.Generator, room: Room, n_frames: int) -> list[np.ndarray]:
     """Camera poses along a few smooth walks with turning heads inside ``room``.
 
@@ -598,7 +603,7 @@ def indoor_trajectories(rng: np.random.Generator, room: Room, n_frames: int) -> 
     lo = np.array([m, m])
     hi = np.array([room.width - m, room.depth - m])
     poses = []
-    for count in _split_counts(n_frames, 3):
+    for count in _split_counts(n_frames, _n_walks(n_frames)):
         start = rng.uniform(lo, hi)
         heading = rng.uniform(0, 2 * np.pi)
         end = np.clip(start + rng.uniform(0.5, 2.0) * _direction(heading, 0.0)[:2], lo, hi)
@@ -636,7 +641,7 @@ def outdoor_trajectories(
         of view of each photo across its long side, degrees.
     """
     poses, fovs = [], []
-    for count in _split_counts(n_frames, 3):
+    for count in _split_counts(n_frames, _n_walks(n_frames)):
         fov = rng.uniform(50, 70)
         phi0 = rng.uniform(0, 2 * np.pi)
         span = rng.choice([-1.0, 1.0]) * np.deg2rad(rng.uniform(30, 80))

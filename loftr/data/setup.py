@@ -95,7 +95,22 @@ def setup_hint(part: str, path: str | os.PathLike | None = None) -> str:
     shown = str(path) if path is not None else f"data/{part.split('_')[0]}/..."
     if path is not None and "synthetic" in Path(path).parts:
         return _SYNTHETIC.format(path=shown)
+    if path is not None and part in ("scannet_index", "megadepth_index"):
+        shown = str(_index_root(Path(path)))
     return _STEPS[part].format(path=shown)
+
+
+def _index_root(path: Path) -> Path:
+    """The folder the index archive's contents are linked into, from a path inside it.
+
+    ``data/scannet/index/scene_data/train_list`` -> ``data/scannet/index``;
+    ``data/megadepth/index/scene_info_0.1_0.7`` -> ``data/megadepth/index``.
+    """
+    for candidate in (path, *path.parents):
+        name = candidate.name
+        if name in ("scene_data", "trainvaltest_list") or name.startswith("scene_info_"):
+            return candidate.parent
+    return path
 
 
 # --- the layout (SPEC §1.4, §5.1): paths relative to the data folder or the assets folder -----

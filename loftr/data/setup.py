@@ -234,6 +234,11 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     from loftr.errors import DataError
 
     check_file(archive, "archive")
+    if not hasattr(tarfile, "data_filter"):
+        raise DataError(
+            f"cannot extract {archive} safely: this Python's tarfile has no 'data' filter "
+            "(Python 3.10.12+, 3.11.4+ or 3.12+ has it); extract it by hand with tar xf"
+        )
     destination.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive) as tar:

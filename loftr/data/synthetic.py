@@ -61,7 +61,7 @@ from loftr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 #: Bump when the generated content changes, so that cached sets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMATS = ("scannet", "megadepth")
 
@@ -588,6 +588,7 @@ def _n_walks(n_frames: int) -> int:
 def indoor_trajectories(rng: np.random.Generator, room: Room, n_frames: int) -> list[np.ndarray]:
     """Camera poses along a few smooth walks with turning heads inside ``room``.
 
+    One walk per 8 frames, at most 3, so that even a tiny set has overlapping neighbours.
     Each walk moves 0.5-2 m while the heading turns by 50-150 degrees, with slow pitch and roll
     changes, so neighbouring frames overlap strongly and distant ones weakly.
 
@@ -628,6 +629,7 @@ def outdoor_trajectories(
 ) -> tuple[list[np.ndarray], list[float]]:
     """Camera poses along a few arcs around the plaza's landmark, looking at it.
 
+    One arc per 8 frames, at most 3.
     Each arc sweeps 30-80 degrees around the centre between radii ``PLAZA_CAMERA_RADII``, at eye
     height or raised (up to 6 m), aiming near the landmark with jitter and a small roll. Each arc
     has its own zoom: a field of view of 50-70 degrees, +-4 degrees per photo.
@@ -845,23 +847,25 @@ def render_view(
         n, o, u, v = normal[q], origin[q], axis_u[q], axis_v[q]
         denom = n[0] * rx + n[1] * ry + n[2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = float(n @ o) / denom  # ray parameter = camera z since the ray has z = 1
-        a = z * (u[0] * rx + u[1] * ry + u[2]) - float(u @ o)
-        b = z * (v[0] * rx + v[1] * ry + v[2]) - float(v @ o)
+            z = float(n @ o) / denom  # ray parameter = camera z, since the ray has z = 1
+        a = u[0] * rx + u[1] * ry + u[2]  # in place from here: fewer temporaries
+        a *= z
+        a -= float(u @ o)
+        b = v[0] * rx + v[1] * ry + v[2]
+        b *= z
+        b -= float(v @ o)
         zb = zbuf[y0 : y1 + 1, x0 : x1 + 1]
         with np.errstate(invalid="ignore"):
-            hit = (
-                (z > _NEAR)
-                & (z < zb)
-                & (a >= -eps)
-                & (a <= size[q, 0] + eps)
-                & (b >= -eps)
-                & (b <= size[q, 1] + eps)
-            )
-        zb[hit] = z[hit]
-        quad_id[y0 : y1 + 1, x0 : x1 + 1][hit] = q
-        coord_a[y0 : y1 + 1, x0 : x1 + 1][hit] = a[hit]
-        coord_b[y0 : y1 + 1, x0 : x1 + 1][hit] = b[hit]
+            hit = z > _NEAR
+            hit &= z < zb
+            hit &= a >= -eps
+            hit &= a <= size[q, 0] + eps
+            hit &= b >= -eps
+            hit &= b <= size[q, 1] + eps
+        np.copyto(zb, z, where=hit)
+        np.copyto(quad_id[y0 : y1 + 1, x0 : x1 + 1], q, where=hit)
+        np.copyto(coord_a[y0 : y1 + 1, x0 : x1 + 1], a, where=hit)
+        np.copyto(coord_b[y0 : y1 + 1, x0 : x1 + 1], b, where=hit)
 
     image = np.empty((height, width), np.float32)
     idx = np.flatnonzero(quad_id >= 0)
@@ -888,10 +892,10 @@ def render_view(
             to_light = light[None, :] - rays * z[:, None]
             dist = np.linalg.norm(to_light, axis=1)
             lambert = np.maximum(np.einsum("ij,ij->i", n, to_light) / dist, 0.0)
-            shade = 0.35 + 0.9 * lambert / (1.0 + (dist / 4.0) ** 2)
+            shade = 0.55 + 0.9 * lambert / (1.0 + (dist / 4.0) ** 2)
         else:
             sun = rot @ scene.light
-            shade = 0.45 + 0.55 * np.maximum(n @ sun, 0.0)
+            shade = 0.7 + 0.5 * np.maximum(n @ sun, 0.0)
         image.reshape(-1)[idx] = value * scene.albedo[q] * shade
     # Sky: brighter towards the zenith; no depth there.
     sky = quad_id < 0
@@ -1339,6 +1343,9 @@ def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bo
     index = out / "index"
     lists = index / "trainvaltest_list"
     lists.mkdir(parents=True, exist_ok=True)
+    # validation/test pairs per bin, e.g. 15 pairs -> 5 + 5 + 5
+    per_bin = _split_counts(sizes["test_pairs_per_scene"], len(MEGADEPTH_BINS))
+    per_bin += [0] * (len(MEGADEPTH_BINS) - len(per_bin))
     summary: dict[str, Any] = {}
     try:
         for split, info_dir, list_name in (
@@ -1352,8 +1359,6 @@ def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bo
             for s in range(n_scenes):
                 scene = _render_megadepth_scene(bank, seed, split, s, n_frames, bar)
                 pairs, scores, centrals = _pair_overlaps(scene)
-                per_bin = _split_counts(sizes["test_pairs_per_scene"], len(MEGADEPTH_BINS))
-                per_bin += [0] * (len(MEGADEPTH_BINS) - len(per_bin))
                 used: set[int] = set()
                 for (lo, hi), quota in zip(MEGADEPTH_BINS, per_bin, strict=True):
                     in_bin = [p for p in range(len(pairs)) if lo <= scores[p] < hi]

@@ -48,6 +48,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ from loftr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 #: Bump when the generated content changes, so that cached sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMATS = ("scannet", "megadepth")
 
@@ -1105,6 +1106,34 @@ class _Progress:
             self.bar.close()
 
 
+#: Frames are rendered on this many threads (numpy releases the GIL in the array work); each
+#: frame has its own noise generator, so the output does not depend on the thread count.
+RENDER_THREADS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _render_frames(
+    scene: Scene,
+    cameras: Sequence[tuple[np.ndarray, np.ndarray, int, int]],
+    key: tuple[int, str, str, int],
+    progress: _Progress,
+) -> list[RenderedView]:
+    """Render ``(K, T_w2c, width, height)`` cameras of one scene, frame ``i`` with noise seeded
+    by ``(seed, format, split, scene index)`` = ``key`` and ``i``."""
+    seed, fmt, split, index = key
+
+    def render(i: int) -> RenderedView:
+        k, pose, width, height = cameras[i]
+        noise = _scene_rng(seed, fmt, split, index, 1000 + i)
+        return render_view(scene, k, pose, width, height, rng=noise)
+
+    views: list[RenderedView] = []
+    with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+        for view in pool.map(render, range(len(cameras))):
+            views.append(view)
+            progress.update()
+    return views
+
+
 def _render_scannet_scene(
     bank: TextureBank, seed: int, split: str, index: int, n_frames: int, progress: _Progress
 ) -> _RenderedScene:
@@ -1119,11 +1148,8 @@ def _render_scannet_scene(
         ]
     )
     poses = indoor_trajectories(rng, room, n_frames)
-    noise_rng = _scene_rng(seed, "scannet", split, index, 1)
-    views = []
-    for pose in poses:
-        views.append(render_view(scene, k, pose, SCANNET_WIDTH, SCANNET_HEIGHT, rng=noise_rng))
-        progress.update()
+    cameras = [(k, pose, SCANNET_WIDTH, SCANNET_HEIGHT) for pose in poses]
+    views = _render_frames(scene, cameras, (seed, "scannet", split, index), progress)
     offset = SCANNET_TEST_SCENE_OFFSET if split == "test" else 0
     name = f"scene{offset + index:04d}_00"
     return _RenderedScene(name, [k] * n_frames, poses, views)
@@ -1251,13 +1277,12 @@ def _render_megadepth_scene(
     scene = outdoor_scene(rng, bank)
     poses, fovs = outdoor_trajectories(rng, n_frames)
     cam_rng = _scene_rng(seed, "megadepth", split, index, 2)
-    noise_rng = _scene_rng(seed, "megadepth", split, index, 1)
-    intrinsics, views = [], []
-    for pose, fov in zip(poses, fovs, strict=True):
-        k, width, height = megadepth_intrinsics(cam_rng, fov)
-        intrinsics.append(k)
-        views.append(render_view(scene, k, pose, width, height, rng=noise_rng))
-        progress.update()
+    cameras = [
+        (*megadepth_intrinsics(cam_rng, fov), pose) for pose, fov in zip(poses, fovs, strict=True)
+    ]
+    cameras = [(k, pose, width, height) for k, width, height, pose in cameras]
+    views = _render_frames(scene, cameras, (seed, "megadepth", split, index), progress)
+    intrinsics = [camera[0] for camera in cameras]
     offset = MEGADEPTH_TEST_SCENE_OFFSET if split == "test" else 0
     return _RenderedScene(f"{offset + index:04d}", intrinsics, poses, views)
 

@@ -46,6 +46,7 @@ class LoFTRModule(L.LightningModule):
         self.matcher = LoFTR(self.model_cfg)
         self.loss = LoFTRLoss(self.model_cfg)
         self.validation_results: dict[str, dict[str, float]] = {}
+        self._pending_rng_states: list[dict[str, Any]] | None = None
         self._val_outputs: dict[int, list[dict[str, Any]]] = defaultdict(list)
 
     # ---------------------------------------------------------------- steps
@@ -115,18 +116,21 @@ class LoFTRModule(L.LightningModule):
 
     # ----------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
-            "python": random.getstate(),
-        }
+        # every rank's generators: the ground-truth padding draws from torch's (SPEC §2.5)
+        checkpoint["rng_states"] = gather_objects(_rng_states())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")
         if states:
-            torch.set_rng_state(states["torch"])
-            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
-            random.setstate(_as_tuple(states["python"]))
+            self._pending_rng_states = states
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Restored here, not at load time: creating the dataloader iterators in between draws
+        # from torch's generator, which the interrupted run had done before saving.
+        if self._pending_rng_states:
+            states = self._pending_rng_states
+            _set_rng_states(states[min(self.global_rank, len(states) - 1)])
+            self._pending_rng_states = None
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters per part, for the run's config and the README."""
@@ -167,13 +171,21 @@ def merge_pair_lists(per_rank: list[list[dict[str, Any]]]) -> dict[str, list[Any
     return merged
 
 
-def _numpy_state_to_plain(state: tuple) -> list[Any]:
-    """numpy's RNG state without ndarrays, so that `weights_only` loading accepts it."""
-    return [state[0], state[1].tolist(), *state[2:]]
+def _rng_states() -> dict[str, Any]:
+    """torch, numpy and python generator states as plain containers (`weights_only` loads them)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": random.getstate(),
+    }
 
 
-def _numpy_state_from_plain(state: list[Any]) -> tuple:
-    return (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_as_tuple(states["python"]))
 
 
 def _as_tuple(value: Any) -> Any:

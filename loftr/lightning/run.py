@@ -101,6 +101,7 @@ def build_trainer(
         sync_batchnorm=hw.sync_batchnorm,
         benchmark=hw.benchmark,
         max_epochs=tr.max_epochs,
+        max_steps=tr.max_steps,
         check_val_every_n_epoch=tr.check_val_every_n_epoch,
         limit_train_batches=tr.limit_train_batches,
         limit_val_batches=tr.limit_val_batches,
@@ -117,14 +118,6 @@ def build_trainer(
         use_distributed_sampler=False,  # our samplers shard scenes and pairs themselves
         enable_checkpointing=True,
     )
-
-
-def val_set_names(dataset: DictConfig) -> list[str]:
-    """A name per validation set: the dataset's name, suffixed by the list stem if several."""
-    lists = dataset.val_list_path
-    if isinstance(lists, str) or lists is None:
-        return [dataset.name]
-    return [f"{dataset.name}_{Path(p).stem}" for p in lists]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pin_memory=cfg.hardware.pin_memory,
         seed=cfg.seed,
     )
-    module = LoFTRModule(config, val_set_names=val_set_names(cfg.dataset))
+    module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config)
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(

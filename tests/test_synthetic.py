@@ -640,6 +640,8 @@ def test_ensure_synthetic_reuses_a_matching_set_and_replaces_a_stale_one(tmp_pat
     syn.ensure_synthetic(tmp_path, "scannet", seed=4, train_scenes=3)
     assert [c[0] for c in calls] == [3, 4, 4] and calls[-1][1]["train_scenes"] == 3
     assert (path / "marker.txt").read_text() == "seed 4\n"
+    syn.ensure_synthetic(tmp_path, "scannet", seed=4, train_scenes=3, force=True)
+    assert len(calls) == 4 and calls[-1] == calls[-2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scannet"]  # no temporary leftovers
 
 
@@ -715,6 +717,12 @@ def test_cli_help_lists_the_options():
         "--test-pairs-per-scene",
     ):
         assert option in result.stdout
+
+
+def test_cli_reports_bad_sizes_without_a_traceback(tmp_path, capsys):
+    assert syn.main(["--root", str(tmp_path), "--frames-per-scene", "1"]) == 2
+    assert "frames_per_scene=1 must be an integer >= 2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_writes_a_tiny_set_and_reports_it(tmp_path):

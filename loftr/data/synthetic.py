@@ -1494,6 +1494,7 @@ def ensure_synthetic(
     seed: int = 0,
     *,
     progress: bool = False,
+    force: bool = False,
     **sizes: int,
 ) -> Path:
     """Generate the synthetic set on first use and return its folder ``root/<format>``.
@@ -1508,6 +1509,8 @@ def ensure_synthetic(
         format: "scannet" or "megadepth".
         seed: seeds the scenes, textures, cameras and noise.
         progress: show a progress bar while rendering.
+        force: regenerate even if a matching set exists (it is replaced once the new one is
+            complete).
         **sizes: overrides of ``DEFAULT_SIZES[format]`` (``train_scenes``, ``frames_per_scene``,
             ``test_scenes``, ``test_frames_per_scene``, ``test_pairs_per_scene``).
 
@@ -1526,7 +1529,7 @@ def ensure_synthetic(
     key = _manifest_key(format, seed, resolved)
     root = Path(root)
     target = root / format
-    if _matches(read_manifest(target), key):
+    if not force and _matches(read_manifest(target), key):
         return target
     if target.exists() and read_manifest(target) is None:
         raise DataError(
@@ -1543,11 +1546,11 @@ def ensure_synthetic(
         generate_synthetic(tmp, format, seed, progress=progress, **resolved)
         os.chmod(tmp, 0o755)
         if target.exists():
-            if _matches(read_manifest(target), key):  # another process finished first
+            if not force and _matches(read_manifest(target), key):  # another process was faster
                 shutil.rmtree(tmp, ignore_errors=True)
                 return target
             stale = root / f".{format}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, stale)  # a synthetic set with other settings: replace it
+            os.rename(target, stale)  # a synthetic set with other settings (or forced): replace
             shutil.rmtree(stale, ignore_errors=True)
         try:
             os.rename(tmp, target)
@@ -1574,6 +1577,15 @@ def iter_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
             yield path.relative_to(folder)
 
 
+_SIZE_HELP = {
+    "train_scenes": "training scenes",
+    "frames_per_scene": "frames rendered per training scene",
+    "test_scenes": "validation/test scenes (different from the training scenes)",
+    "test_frames_per_scene": "frames rendered per validation/test scene",
+    "test_pairs_per_scene": "validation/test pairs per scene (MegaDepth: spread over the bins)",
+}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loftr.data.synthetic",
@@ -1593,14 +1605,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="which format(s) to write into ROOT/<format> (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    for key in DEFAULT_SIZES["scannet"]:
+    for key, what in _SIZE_HELP.items():
         defaults = ", ".join(f"{f} {DEFAULT_SIZES[f][key]}" for f in FORMATS)
         parser.add_argument(
             "--" + key.replace("_", "-"),
             type=int,
             default=None,
             dest=key,
-            help=f"default: {defaults}",
+            metavar="N",
+            help=f"{what} (default: {defaults})",
         )
     parser.add_argument(
         "--force", action="store_true", help="regenerate even if a matching set exists"
@@ -1616,15 +1629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = {k: getattr(args, k) for k in DEFAULT_SIZES["scannet"]}
     for fmt in formats:
         start = time.perf_counter()
-        target = Path(args.root) / fmt
-        if args.force and read_manifest(target) is not None:
-            shutil.rmtree(target)
-        reused = _matches(
-            read_manifest(target), _manifest_key(fmt, args.seed, resolve_sizes(fmt, sizes))
-        )
         try:
+            key = _manifest_key(fmt, args.seed, resolve_sizes(fmt, sizes))
+            reused = not args.force and _matches(read_manifest(Path(args.root) / fmt), key)
             path = ensure_synthetic(
-                args.root, fmt, args.seed, progress=not args.no_progress, **sizes
+                args.root, fmt, args.seed, progress=not args.no_progress, force=args.force, **sizes
             )
         except (ConfigError, DataError) as err:
             print(f"error: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from loftr.data.megadepth import read_megadepth_gray
-from loftr.errors import ConfigError
+from loftr.errors import ConfigError, LoFTRError
 from loftr.model import LoFTR
 from loftr.viz import make_confidence_figure
 
@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="match", overrides=overrides)
-    data = match_pair(cfg, *images)
+    try:
+        data = match_pair(cfg, *images)
+    except LoFTRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     n = len(data["mconf"])
     print(f"{n} matches between {images[0]} and {images[1]}")
-    fig = make_confidence_figure(data, 0, text=[f"{n} matches", Path(cfg.ckpt).name])
+    fig = make_confidence_figure(data, 0, text=[Path(cfg.ckpt).name])
     fig.savefig(cfg.output, bbox_inches="tight")
     plt.close(fig)
     print(f"figure: {cfg.output}")

@@ -62,7 +62,7 @@ from loftr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 #: Bump when the generated content changes, so that cached sets are regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMATS = ("scannet", "megadepth")
 
@@ -93,7 +93,8 @@ _MIN_SIZES = {
 }
 
 # ScanNet: 640x480 frames with the depth intrinsics of the real set (SPEC §5.2: fx = fy = 577.87,
-# cx = 319.5, cy = 239.5); the focal length varies a little per scene as the 14 real values do.
+# cx = 319.5, cy = 239.5); the focal length varies a little per scene (the real file has 14
+# distinct values; these five are made up around 577.87).
 SCANNET_WIDTH, SCANNET_HEIGHT = 640, 480
 SCANNET_FOCALS = (571.62, 574.54, 577.87, 581.07, 583.52)
 SCANNET_FRAME_STEP = 10  # python SensReader export with frame_skip=10: ids 0, 10, 20, ... unpadded
@@ -181,10 +182,7 @@ def _load_photo(name: str, size: int) -> np.ndarray:
     """A scikit-image sample photo as a grey (size, size) float32 texture, centre-cropped."""
     from skimage import data as skdata
 
-    img = np.asarray(getattr(skdata, name)())
-    if img.dtype == bool:
-        img = img.astype(np.float64)
-    img = img.astype(np.float64)
+    img = np.asarray(getattr(skdata, name)()).astype(np.float64)
     if img.ndim == 3:  # RGB(A) -> luma
         img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
     if img.max() > 1.0:
@@ -219,10 +217,10 @@ def _fractal_noise(rng: np.random.Generator, size: int, octaves: Sequence[int]) 
 
 def _procedural_texture(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     """A procedural grey texture (size, size) in [0, 1]; every kind carries fine-scale detail."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    fine = _fractal_noise(rng, size, (32, 64, 128, 256))
     if kind == "noise":
         return _normalise_contrast(_fractal_noise(rng, size, (4, 8, 16, 32, 64, 128, 256)))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    fine = _fractal_noise(rng, size, (32, 64, 128, 256))
     if kind == "checker":
         period = size // int(rng.choice([4, 8, 16]))
         pattern = (((xx // period) + (yy // period)) % 2).astype(np.float64)

@@ -18,8 +18,6 @@ from loftr.errors import ConfigError
 MATCH_TYPES = ("dual_softmax", "sinkhorn")
 RESOLUTIONS = ((8, 2), (16, 4))
 ATTENTIONS = ("linear", "full")
-COARSE_LOSSES = ("focal", "cross_entropy")
-FINE_LOSSES = ("l2_with_std", "l2")
 
 
 def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
@@ -60,7 +58,7 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
 
     Checks the backbone type, the (coarse, fine) resolution, an odd fine window, the attention
     and matcher types, head counts that divide the widths, and the loss types together with the
-    supervision mode (cross-entropy is only defined for dense supervision, SPEC §4.1).
+    supervision mode (`loftr.losses.check_loss_config`).
     """
     if _require(config, "backbone_type") != "ResNetFPN":
         raise ConfigError(
@@ -107,12 +105,6 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("model.coarse.d_model must be divisible by 4 (sine position encoding)")
     _one_of(config, "match_coarse.match_type", MATCH_TYPES)
     if "loss" in config:
-        _one_of(config, "loss.coarse_type", COARSE_LOSSES)
-        _one_of(config, "loss.fine_type", FINE_LOSSES)
-        sparse = config["match_coarse"].get("sparse_spvs", False)
-        if config["loss"]["coarse_type"] == "cross_entropy" and sparse:
-            raise ConfigError(
-                "model.loss.coarse_type=cross_entropy needs dense supervision, but "
-                "model.match_coarse.sparse_spvs=true (supervision=sparse); use loss focal or "
-                "supervision=dense (SPEC §4.1)"
-            )
+        from loftr.losses import check_loss_config  # the loss owns its rules (SPEC §4.1)
+
+        check_loss_config(config)

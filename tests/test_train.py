@@ -53,7 +53,12 @@ def test_fast_run_for_every_matcher_and_supervision(tmp_path, matcher, supervisi
         "auc@10",
         "auc@20",
         "prec@5e-04",
+        "loss",
+        "loss_c",
+        "loss_f",
+        "n_pairs",
     }
+    assert metrics["last"]["sets"]["synthetic_test"]["n_pairs"] == 4
     assert metrics["config"]["matcher"] == {"ds": "dual_softmax", "ot": "sinkhorn"}[matcher]
     assert metrics["config"]["sparse_spvs"] is (supervision == "sparse")
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

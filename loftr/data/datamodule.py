@@ -105,6 +105,7 @@ class LoFTRDataModule(L.LightningDataModule):
 
         self.train_dataset: ConcatDataset | None = None
         self.train_sampler: RandomConcatSampler | None = None
+        self.train_scenes: list[str] = []  # this rank's share of the training list (SPEC §5.5)
         self.val_datasets: list[ConcatDataset] = []
         self.test_dataset: ConcatDataset | None = None
         self._pending_sampler_state: dict[str, Any] | None = None
@@ -194,6 +195,7 @@ class LoFTRDataModule(L.LightningDataModule):
         if not kept:
             raise DataError(f"no training pairs: every scene listed in {list_path} is empty")
         self.train_dataset = ConcatDataset(kept)
+        self.train_scenes = [str(name) for name in local]
         self.train_sampler = RandomConcatSampler(
             self.train_dataset,
             n_samples_per_subset=int(self._required("n_samples_per_subset")),

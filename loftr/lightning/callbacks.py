@@ -15,6 +15,7 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from loftr.lightning.module import gather_objects
 from loftr.viz import figure_to_array, make_evaluation_figure
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -205,17 +206,23 @@ class MetricsJson(L.Callback):
             self.best = self.last
         self.write(trainer)
 
-    @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write(trainer)
+        # every rank takes part: each reports its training scenes and a parameter checksum, so
+        # a run shows that ranks trained disjoint scenes and ended with identical weights
+        checksum = float(sum(p.detach().double().sum() for p in pl_module.parameters()))
+        scenes = getattr(trainer.datamodule, "train_scenes", None) if trainer.datamodule else None
+        ranks = gather_objects({"train_scenes": scenes, "parameter_checksum": checksum})
+        if trainer.is_global_zero:
+            self.write(trainer, world_size=trainer.world_size, per_rank=ranks)
 
-    def write(self, trainer: L.Trainer) -> None:
+    def write(self, trainer: L.Trainer, **extra: Any) -> None:
         content = {
             **self.summary,
             "last": self.last,
             "best": self.best,
             "global_step": trainer.global_step,
             "wall_time_s": round(time.time() - self.start, 1),
+            **extra,
         }
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(content, indent=2))

@@ -45,6 +45,7 @@ class LoFTRModule(L.LightningModule):
         self.val_set_names = list(val_set_names or ["val"])
         self.matcher = LoFTR(self.model_cfg)
         self.loss = LoFTRLoss(self.model_cfg)
+        # per validation set: AUCs, precision, mean losses and the number of distinct pairs
         self.validation_results: dict[str, dict[str, float]] = {}
         self._pending_rng_states: list[dict[str, Any]] | None = None
         self._val_outputs: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -73,7 +74,10 @@ class LoFTRModule(L.LightningModule):
         compute_symmetrical_epipolar_errors(batch)
         compute_pose_errors(batch, self.eval_cfg)
         pairs = collect_pair_metrics(batch)
-        pairs["loss_scalars"] = {k: float(v) for k, v in batch["loss_scalars"].items()}
+        # validation batches hold one pair (SPEC §5.5), so the batch losses are per pair
+        pairs["loss_scalars"] = [{k: float(v) for k, v in batch["loss_scalars"].items()}] * batch[
+            "bs"
+        ]
         pairs["n_matches"] = [int((batch["m_bids"] == b).sum()) for b in range(batch["bs"])]
         pairs["scene_id"] = list(batch.get("scene_id", [""] * batch["bs"]))
         self._val_outputs[dataloader_idx].append(pairs)
@@ -83,24 +87,27 @@ class LoFTRModule(L.LightningModule):
         self._val_outputs.clear()
 
     def on_validation_epoch_end(self) -> None:
-        """Gather per-pair metrics from every rank, aggregate, log per set and their mean."""
+        """Gather per-pair results from every rank, drop the distributed sampler's duplicates,
+        aggregate, and log per validation set and their mean (SPEC §6.1)."""
         per_set: dict[str, dict[str, float]] = {}
+        logged: dict[str, float] = {}
         for index, name in enumerate(self.val_set_names):
             pairs = merge_pair_lists(gather_objects(self._val_outputs.get(index, [])))
             if not pairs["identifiers"]:
                 continue
             metrics = aggregate_metrics(pairs, epi_err_thr=float(self.eval_cfg["epi_err_thr"]))
-            losses = {
-                f"val_{name}/avg_{k}": float(np.mean([s[k] for s in pairs["loss_scalars"]]))
-                for k in pairs["loss_scalars"][0]
-            }
-            per_set[name] = metrics
-            self.log_dict({f"metrics_{name}/{k}": v for k, v in metrics.items()}, sync_dist=False)
-            self.log_dict(losses, sync_dist=False)
+            unique = {ident: i for i, ident in enumerate(pairs["identifiers"])}.values()
+            losses = [pairs["loss_scalars"][i] for i in unique]
+            avg_losses = {k: float(np.mean([s[k] for s in losses])) for k in losses[0]}
+            per_set[name] = {**metrics, **avg_losses, "n_pairs": len(losses)}
+            logged.update({f"metrics_{name}/{k}": v for k, v in metrics.items()})
+            logged.update({f"val_{name}/avg_{k}": v for k, v in avg_losses.items()})
         if per_set:
-            # the checkpoint monitors the mean over validation sets (SPEC §6.1)
+            # the checkpoint monitors the mean over validation sets
             for key in ("auc@5", "auc@10", "auc@20"):
-                self.log(key, float(np.mean([m[key] for m in per_set.values()])), sync_dist=False)
+                logged[key] = float(np.mean([m[key] for m in per_set.values()]))
+        # identical on every rank after the gather: the mean over ranks changes nothing
+        self.log_dict(logged, sync_dist=True)
         self.validation_results = per_set
 
     # ------------------------------------------------------------ optimizer
@@ -163,10 +170,7 @@ def merge_pair_lists(per_rank: list[list[dict[str, Any]]]) -> dict[str, list[Any
     for batches in per_rank:
         for pairs in batches:
             for key, values in pairs.items():
-                if key == "loss_scalars":
-                    merged[key].append(values)
-                else:
-                    merged[key].extend(values)
+                merged[key].extend(values)
     merged.setdefault("identifiers", [])
     return merged
 

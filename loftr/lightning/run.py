@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,18 +64,24 @@ def build_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Logg
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` -> this run's `last.ckpt`, else the newest one of a sibling run of the same name.
+    """The checkpoint a run resumes from, or None for a fresh start.
 
-    Hydra gives every run its own directory `outputs/<name>/<time>`, so `ckpt_path=last`
-    resumes the newest `outputs/<name>/*/checkpoints/last.ckpt`.
+    - null: none, unless the run directory already holds `last.ckpt` (a requeued SLURM job, or
+      a command rerun with the same `hydra.run.dir`): the run then continues from it.
+    - `last`: this run's `last.ckpt`, else the newest one of a sibling run of the same name
+      (Hydra gives every run its own directory `outputs/<name>/<time>`).
+    - a path: that file.
     """
+    own = run_dir / "checkpoints" / LAST_CHECKPOINT
     if ckpt_path is None:
+        if own.is_file():
+            rank_zero_info(f"{own} exists: continuing that run")
+            return str(own)
         return None
     if ckpt_path != "last":
         if not Path(ckpt_path).is_file():
             raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
         return str(ckpt_path)
-    own = run_dir / "checkpoints" / LAST_CHECKPOINT
     if own.is_file():
         return str(own)
     candidates = sorted(
@@ -86,6 +93,11 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
             "start a run first or pass a checkpoint path"
         )
     return str(candidates[-1])
+
+
+def cluster_plugins() -> list:
+    """Under SLURM, leave requeueing to the submitit launcher (one mechanism, not two)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def build_trainer(
@@ -114,6 +126,7 @@ def build_trainer(
         log_every_n_steps=cfg.logger.log_every_n_steps,
         logger=logger,
         callbacks=callbacks,
+        plugins=cluster_plugins(),
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # our samplers shard scenes and pairs themselves
         enable_checkpointing=True,
@@ -186,6 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module,
             datamodule=datamodule,
             ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir),
+            weights_only=True,  # a checkpoint cannot run code (DESIGN "differs" 5)
         )
     finally:
         report_run(run_dir, best, logger, trainer)

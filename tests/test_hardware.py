@@ -10,7 +10,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.data.datamodule import LoFTRDataModule
@@ -64,7 +66,8 @@ def test_gpu_groups_synchronise_batchnorm_and_cpu_groups_do_not():
         cfg = compose_cfg(f"hardware={hardware}")
         assert cfg.hardware.sync_batchnorm is (cfg.hardware.accelerator == "gpu"), hardware
         assert cfg.hardware.strategy == ("auto" if hardware == "cpu" else "ddp")
-        assert cfg.hardware.precision == "32-true"  # fp32, the paper recipe
+    assert compose_cfg().precision == "32-true"  # fp32, the paper recipe
+    assert compose_cfg("precision=bf16-mixed").precision == "bf16-mixed"
 
 
 def test_slurm_launcher_takes_its_size_from_the_hardware_group():
@@ -110,6 +113,27 @@ def test_two_ranks_train_disjoint_scenes_and_end_with_identical_weights(ddp_run)
     assert not scenes0 & scenes1
     assert scenes0 | scenes1 == {line.split()[0] for line in listed.read_text().splitlines()}
     assert metrics["global_step"] == 4  # 4 batches per rank, one optimizer step each
+
+
+def test_a_batch_without_ground_truth_still_reaches_every_parameter(monkeypatch):
+    """DDP (find_unused_parameters=False) hangs if one rank's step skips a parameter."""
+    monkeypatch.chdir(ROOT)
+    cfg = compose_cfg("debug=fast", "matcher=ot", "supervision=sparse")
+    datamodule = LoFTRDataModule(cfg.dataset, seed=cfg.seed)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    # no depth, and each camera centre projects far outside the other image: no match at all
+    for side in ("0", "1"):
+        batch[f"depth{side}"].zero_()
+    for key in ("T_0to1", "T_1to0"):
+        batch[key][:, :3, 3] = torch.tensor([1e3, 0.0, 1.0])
+    module = LoFTRModule(OmegaConf.to_container(cfg, resolve=True))
+    module._supervised_forward(batch)
+    assert batch["conf_matrix_gt"].sum() == 0
+    loss = batch["loss"]
+    loss.backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None]
+    assert not missing and torch.isfinite(loss)
 
 
 def test_validation_metrics_are_the_same_on_one_process(ddp_run, monkeypatch):

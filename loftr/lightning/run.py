@@ -109,7 +109,7 @@ def build_trainer(
         devices=hw.devices,
         num_nodes=hw.num_nodes,
         strategy=hw.strategy,
-        precision=hw.precision,
+        precision=cfg.precision,
         sync_batchnorm=hw.sync_batchnorm,
         benchmark=hw.benchmark,
         max_epochs=tr.max_epochs,

@@ -10,14 +10,17 @@ import torch
 from kornia.feature.loftr.backbone import build_backbone
 from kornia.feature.loftr.loftr_module import FinePreprocess
 from kornia.feature.loftr.utils.fine_matching import FineMatching
-from kornia.feature.loftr.utils.position_encoding import PositionEncodingSine
 from omegaconf import DictConfig
 from torch import nn
 
 from loftr.config import model_config
 from loftr.errors import CheckpointError
 from loftr.model.coarse_matching import CoarseMatching
-from loftr.model.transformer import LocalFeatureTransformer
+from loftr.model.variants import (
+    build_feature_transform,
+    build_position_encoding,
+    shape_kwargs,
+)
 
 CHECKPOINT_PREFIX = "matcher."
 
@@ -45,14 +48,12 @@ class LoFTR(nn.Module):
         self.config = model_config(config)
         cfg = self.config
         self.backbone = build_backbone(cfg)
-        # grows past 256 x 256 coarse cells when an input needs it (DESIGN "differs" 4)
-        self.pos_encoding = PositionEncodingSine(
-            cfg["coarse"]["d_model"], temp_bug_fix=cfg["coarse"]["temp_bug_fix"]
-        )
-        self.loftr_coarse = LocalFeatureTransformer(cfg["coarse"])
+        # the paper modules, or a Table 6 ablation variant chosen by model keys (variants.py)
+        self.pos_encoding = build_position_encoding(cfg)
+        self.loftr_coarse = build_feature_transform(cfg, "coarse")
         self.coarse_matching = CoarseMatching(cfg["match_coarse"])
         self.fine_preprocess = FinePreprocess(cfg)
-        self.loftr_fine = LocalFeatureTransformer(cfg["fine"])
+        self.loftr_fine = build_feature_transform(cfg, "fine")
         self.fine_matching = FineMatching()
 
     def forward(self, data: dict[str, Any]) -> None:
@@ -115,7 +116,8 @@ class LoFTR(nn.Module):
         mask_c0 = mask_c1 = None
         if data.get("mask0") is not None and data.get("mask1") is not None:
             mask_c0, mask_c1 = data["mask0"].flatten(-2), data["mask1"].flatten(-2)
-        feat_c0, feat_c1 = self.loftr_coarse(feat_c0, feat_c1, mask_c0, mask_c1)
+        shapes = shape_kwargs(self.loftr_coarse, data["hw0_c"], data["hw1_c"])
+        feat_c0, feat_c1 = self.loftr_coarse(feat_c0, feat_c1, mask_c0, mask_c1, **shapes)
 
         self.coarse_matching(feat_c0, feat_c1, data, mask_c0=mask_c0, mask_c1=mask_c1)
 

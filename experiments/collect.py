@@ -1,0 +1,636 @@
+"""`python -m experiments.collect RUN_OR_MULTIRUN_DIR [...]`: a results table beside the paper's.
+
+Reads every run under the given directories (a directory with a `metrics.json`, as training
+runs, sweep jobs and `loftr.evaluate` write them) and writes `results.md` and `results.csv`: one
+row per variant and validation (or test) set with our AUC@5/10/20, the paper's numbers that fit
+the run (experiments/paper_numbers.yaml) and the row's evaluation protocol
+(`loftr.metrics.Protocol`). Rows are grouped by protocol, and a comparison never mixes two
+protocols (DESIGN "deliberately differs" 7): each group is its own table. Whether the paper's
+number was made with the same protocol is said in every row. When W&B is online (logged in, or
+WANDB_MODE=online) the tables are also logged to a `collect` run.
+
+    python -m experiments.collect multirun/ablation_table6/2026-01-01_00-00-00
+    python -m experiments.collect outputs/indoor_ds outputs/eval_indoor_ds --which best --out res/
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loftr.errors import ConfigError, DataError
+from loftr.metrics import Protocol, check_comparable, hash_index
+
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
+THRESHOLDS = (5, 10, 20)
+PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol))
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperEntry:
+    """One published result (experiments/paper_numbers.yaml).
+
+    Attributes:
+        table: the entry's table id (`tab2`, `tab3`, `tab6`, `issue41`).
+        label: a readable name with its table.
+        when: the run facts it is for (`family`, `matcher`, `variant`).
+        auc: AUC@5, @10, @20 in percent.
+        protocol: the paper protocol's fields (None where unrecorded) plus `aliases`.
+        protocol_name: its key in the file.
+        source: the source's description.
+    """
+
+    table: str
+    label: str
+    when: dict[str, str]
+    auc: tuple[float, float, float]
+    protocol: dict[str, Any]
+    protocol_name: str
+    source: str
+
+
+@dataclasses.dataclass
+class ResultRow:
+    """Our numbers for one run on one evaluation set.
+
+    Attributes:
+        run_dir: the run's directory.
+        kind: `train` (validation metrics of a training run) or `eval` (`loftr.evaluate`).
+        name: the run's `name`.
+        label: what sets this run apart from the others collected (its differing overrides).
+        facts: `family`, `matcher`, `variant`, `supervision`, `model`, `dataset`,
+            `true_batch_size`, `paper_table` of the run's config.
+        protocol: how the numbers were made.
+        auc: AUC@5, @10, @20 as fractions.
+        precision: `prec@<thr>` as a fraction, or None.
+        epoch: the validation epoch (None for evaluations).
+        step: the optimizer step (None for evaluations).
+        paper: the fitting published entry, or None.
+        paper_agreement: `same` or `differs: ...`, comparing the two protocols.
+    """
+
+    run_dir: Path
+    kind: str
+    name: str
+    label: str
+    facts: dict[str, Any]
+    protocol: Protocol
+    auc: tuple[float, float, float]
+    precision: float | None
+    epoch: int | None = None
+    step: int | None = None
+    paper: PaperEntry | None = None
+    paper_agreement: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading runs
+# --------------------------------------------------------------------------------------------
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every run directory (one holding `metrics.json`) at or under the given paths, sorted.
+
+    Raises:
+        DataError: a path does not exist or holds no run.
+    """
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"{path} does not exist; pass a run or multirun directory")
+        found = [path] if (path / "metrics.json").is_file() else []
+        found = found or sorted(p.parent for p in path.rglob("metrics.json"))
+        if not found:
+            raise DataError(
+                f"{path} holds no metrics.json; pass a run directory (outputs/<name>/<time>) or "
+                "a multirun directory (multirun/<name>/<time>) of `python -m loftr.train`"
+            )
+        runs.extend(found)
+    return sorted(dict.fromkeys(runs), key=_job_order)
+
+
+def _job_order(run_dir: Path) -> tuple[str, int, str]:
+    """Sweep jobs `<num>_<overrides>` in job order, other directories by name."""
+    head = run_dir.name.split("_", 1)[0]
+    return (str(run_dir.parent), int(head) if head.isdigit() else -1, run_dir.name)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(
+            f"{path} is missing: the collector reads each run's Hydra files (.hydra/), which "
+            "`python -m loftr.train` and `python -m loftr.evaluate` write"
+        )
+    return yaml.safe_load(path.read_text())
+
+
+def _eval_index_files(dataset: Mapping[str, Any], split: str, index: int, root: Path) -> list[Path]:
+    """The index files that define evaluation set `index` of `split` (`val` or `test`): its list
+    file and the npz files it names, as `loftr.evaluation.test_index_files` hashes them."""
+    lists = dataset[f"{split}_list_path"]
+    lists = list(lists) if isinstance(lists, list) else [lists]
+    npz_roots = dataset[f"{split}_npz_root"]
+    npz_root = npz_roots[index] if isinstance(npz_roots, list) else npz_roots
+    source_key = "trainval_data_source" if split == "val" else "test_data_source"
+    list_path = root / lists[index]
+    if not list_path.is_file():
+        raise DataError(
+            f"{list_path} (dataset.{split}_list_path) is missing, so its protocol's index hash "
+            "cannot be made; run the collector where the runs ran or pass --root"
+        )
+    names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
+    suffix = "" if dataset[source_key] == "ScanNet" else ".npz"
+    return [list_path, *(root / npz_root / f"{name}{suffix}" for name in names)]
+
+
+def _resize(dataset: Mapping[str, Any], source: str) -> int | tuple[int, int]:
+    if source == "MegaDepth":
+        return int(dataset["mgdpt_img_resize"])
+    return tuple(dataset.get("scannet_img_resize") or (640, 480))
+
+
+def validation_protocol(
+    config: Mapping[str, Any], set_index: int, set_name: str, root: Path
+) -> Protocol:
+    """The protocol of a training run's validation set `set_index`, named `set_name`.
+
+    Built from the run's resolved config: the set's name, the hash of its index files, the
+    input size, the pose estimator of `eval`, and the coarse border removal of `model`.
+    """
+    dataset, evaluation = config["dataset"], config["eval"]
+    try:
+        index_hash = hash_index(_eval_index_files(dataset, "val", set_index, root))
+    except FileNotFoundError as exc:
+        raise DataError(f"{exc} Run the collector where the runs ran, or pass --root.") from None
+    return Protocol(
+        test_set=set_name,
+        index_hash=index_hash,
+        resize=_resize(dataset, dataset["trainval_data_source"]),
+        estimator=evaluation["pose_estimator"],
+        ransac_pixel_thr=float(evaluation["ransac_pixel_thr"]),
+        ransac_conf=float(evaluation["ransac_conf"]),
+        border_rm=int(config["model"]["match_coarse"]["border_rm"]),
+    )
+
+
+def _facts(config: Mapping[str, Any], choices: Mapping[str, Any], source: str) -> dict[str, Any]:
+    match_coarse = config["model"]["match_coarse"]
+    return {
+        "family": source.lower(),
+        "matcher": match_coarse["match_type"],
+        "supervision": "sparse" if match_coarse.get("sparse_spvs") else "dense",
+        "variant": str(config["model"].get("variant") or "full"),
+        "model": choices.get("model"),
+        "dataset": config["dataset"].get("name"),
+        "paper_table": config.get("paper_table"),
+    }
+
+
+def load_run(
+    run_dir: str | Path, which: str = "last", root: str | Path | None = None
+) -> list[ResultRow]:
+    """The rows of one run: one per validation set (training) or one (evaluation).
+
+    Args:
+        run_dir: a directory with `metrics.json` and `.hydra/`.
+        which: `last` or `best` validation of a training run (the checkpoint monitor's best).
+        root: the directory relative dataset paths start from; default the run's working
+            directory as Hydra recorded it.
+
+    Returns:
+        The rows, without paper numbers and labels; empty when the run has not validated yet.
+    """
+    if which not in ("last", "best"):
+        raise ConfigError(f"which={which!r}: use 'last' or 'best'")
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = _read_yaml(run_dir / ".hydra" / "config.yaml")
+    hydra = _read_yaml(run_dir / ".hydra" / "hydra.yaml")["hydra"]
+    choices = hydra["runtime"]["choices"]
+    base = Path(root) if root is not None else Path(hydra["runtime"]["cwd"])
+    name = str(metrics.get("name", config.get("name")))
+
+    if "last" not in metrics:  # `python -m loftr.evaluate`
+        facts = _facts(config, choices, config["dataset"]["test_data_source"])
+        values = metrics["metrics"]
+        return [
+            ResultRow(
+                run_dir=run_dir,
+                kind="eval",
+                name=name,
+                label=name,
+                facts={**facts, "true_batch_size": None},
+                protocol=Protocol.from_dict(metrics["protocol"]),
+                auc=tuple(float(values[f"auc@{t}"]) for t in THRESHOLDS),
+                precision=_precision(values),
+            )
+        ]
+
+    record = metrics.get(which)
+    if not record:
+        return []
+    facts = _facts(config, choices, config["dataset"]["trainval_data_source"])
+    facts["true_batch_size"] = metrics.get("config", {}).get("true_batch_size")
+    rows = []
+    for index, (set_name, values) in enumerate(record["sets"].items()):
+        rows.append(
+            ResultRow(
+                run_dir=run_dir,
+                kind="train",
+                name=name,
+                label=name,
+                facts=facts,
+                protocol=validation_protocol(config, index, set_name, base),
+                auc=tuple(float(values[f"auc@{t}"]) for t in THRESHOLDS),
+                precision=_precision(values),
+                epoch=record.get("epoch"),
+                step=record.get("step"),
+            )
+        )
+    return rows
+
+
+def _precision(values: Mapping[str, Any]) -> float | None:
+    keys = [k for k in values if k.startswith("prec@")]
+    return float(values[keys[0]]) if keys else None
+
+
+def label_runs(rows: list[ResultRow]) -> None:
+    """Label each row by the overrides that set its run apart from the other runs collected.
+
+    A sweep's jobs become `model=loftr_conv`, `matcher=ot,supervision=sparse`, ...; a lone run,
+    or runs with identical overrides, keep their `name`.
+    """
+    overrides = {}
+    for row in rows:
+        path = row.run_dir / ".hydra" / "overrides.yaml"
+        overrides[row.run_dir] = (_read_yaml(path) or []) if path.is_file() else []
+    common = set.intersection(*(set(v) for v in overrides.values())) if overrides else set()
+    for row in rows:
+        own = [o for o in overrides[row.run_dir] if o not in common]
+        row.label = ",".join(sorted(own)) if own else row.name
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's numbers
+# --------------------------------------------------------------------------------------------
+
+
+def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[PaperEntry]:
+    """The published entries of `path`, each with its protocol and source resolved.
+
+    Raises:
+        ConfigError: an entry names an unknown protocol or source, or has not three AUCs.
+    """
+    content = yaml.safe_load(Path(path).read_text())
+    protocols, sources = content["protocols"], content["sources"]
+    entries = []
+    for i, raw in enumerate(content["entries"]):
+        if raw["protocol"] not in protocols:
+            raise ConfigError(f"{path}: entries[{i}].protocol={raw['protocol']!r} is not defined")
+        if raw["source"] not in sources:
+            raise ConfigError(f"{path}: entries[{i}].source={raw['source']!r} is not defined")
+        if len(raw["auc"]) != len(THRESHOLDS):
+            raise ConfigError(f"{path}: entries[{i}].auc needs {len(THRESHOLDS)} values")
+        entries.append(
+            PaperEntry(
+                table=raw["table"],
+                label=raw["label"],
+                when=dict(raw["when"]),
+                auc=tuple(float(v) for v in raw["auc"]),
+                protocol=dict(protocols[raw["protocol"]]),
+                protocol_name=raw["protocol"],
+                source=sources[raw["source"]],
+            )
+        )
+    return entries
+
+
+def paper_entry_for(facts: Mapping[str, Any], entries: Sequence[PaperEntry]) -> PaperEntry | None:
+    """The published entry that fits a run: every `when` fact equal, the run's `paper_table`
+    preferred, else the first fitting entry of the file."""
+    fitting = [e for e in entries if all(facts.get(k) == v for k, v in e.when.items())]
+    preferred = [e for e in fitting if e.table == facts.get("paper_table")]
+    return (preferred or fitting or [None])[0]
+
+
+def protocol_agreement(ours: Protocol, paper: Mapping[str, Any]) -> str:
+    """`same` when every field the paper records equals ours, else `differs: <fields>`.
+
+    The test set matches by name or alias; fields the paper does not record (null) are listed
+    as unverified after `same`.
+    """
+    mine = ours.to_dict()
+    differing, unverified = [], []
+    for name in PROTOCOL_FIELDS:
+        theirs = paper.get(name)
+        if theirs is None:
+            unverified.append(name)
+        elif name == "test_set":
+            if mine[name] not in (theirs, *paper.get("aliases", [])):
+                differing.append(f"test_set {mine[name]} vs {theirs}")
+        elif _normal(mine[name]) != _normal(theirs):
+            differing.append(f"{name} {_show(mine[name])} vs {_show(theirs)}")
+    if differing:
+        return "differs: " + "; ".join(differing)
+    return "same" + (f" ({', '.join(unverified)} not recorded by the paper)" if unverified else "")
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return float(value) if isinstance(value, int | float) else value
+
+
+def _show(value: Any) -> str:
+    return "x".join(str(v) for v in value) if isinstance(value, list | tuple) else f"{value}"
+
+
+def attach_paper(rows: Iterable[ResultRow], entries: Sequence[PaperEntry]) -> None:
+    """Put the fitting published entry and the protocol agreement on each row."""
+    for row in rows:
+        row.paper = paper_entry_for(row.facts, entries)
+        row.paper_agreement = (
+            protocol_agreement(row.protocol, row.paper.protocol) if row.paper else ""
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+COLUMNS = (
+    "run",
+    "variant",
+    "matcher",
+    "supervision",
+    "true batch",
+    "epoch",
+    "AUC@5",
+    "AUC@10",
+    "AUC@20",
+    "precision",
+    "paper AUC@5",
+    "paper AUC@10",
+    "paper AUC@20",
+    "paper entry",
+    "paper protocol",
+    "protocol",
+)
+
+
+def group_by_protocol(rows: Iterable[ResultRow]) -> list[list[ResultRow]]:
+    """Rows split by protocol, groups in order of first appearance."""
+    groups: dict[str, list[ResultRow]] = {}
+    for row in rows:
+        groups.setdefault(row.protocol.key(), []).append(row)
+    return list(groups.values())
+
+
+def comparison_table(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
+    """The records of one comparison: rows made with one protocol, AUCs in percent.
+
+    Raises:
+        ConfigError: two rows were made with different protocols (naming the fields), since
+            their numbers cannot be compared (`loftr.metrics.check_comparable`).
+    """
+    for row in rows[1:]:
+        try:
+            check_comparable(rows[0].protocol, row.protocol)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"runs {rows[0].run_dir} and {row.run_dir} cannot be in one comparison: {exc}"
+            ) from None
+    records = []
+    for row in rows:
+        paper = row.paper.auc if row.paper else (None, None, None)
+        records.append(
+            {
+                "run": row.label,
+                "variant": row.facts["variant"],
+                "matcher": {"dual_softmax": "ds", "sinkhorn": "ot"}.get(
+                    row.facts["matcher"], row.facts["matcher"]
+                ),
+                "supervision": row.facts["supervision"],
+                "true batch": row.facts.get("true_batch_size"),
+                "epoch": row.epoch,
+                **{f"AUC@{t}": 100.0 * v for t, v in zip(THRESHOLDS, row.auc, strict=True)},
+                "precision": None if row.precision is None else 100.0 * row.precision,
+                **{f"paper AUC@{t}": v for t, v in zip(THRESHOLDS, paper, strict=True)},
+                "paper entry": row.paper.label if row.paper else "",
+                "paper protocol": row.paper_agreement,
+                "protocol": row.protocol.key(),
+            }
+        )
+    return records
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def render_markdown(
+    groups: Sequence[Sequence[ResultRow]], which: str, sources: Sequence[str]
+) -> str:
+    """The markdown report: one table per protocol, then the paper's sources."""
+    out = io.StringIO()
+    out.write("# Results\n\n")
+    out.write(
+        f"Pose AUC in % ({which} validation of training runs; test metrics of evaluations), "
+        "beside the published numbers that fit each run (experiments/paper_numbers.yaml). "
+        "Each table holds the rows of one evaluation protocol: numbers in different tables are "
+        "not comparable. `paper protocol` says whether the published number was made with "
+        "this row's protocol.\n"
+    )
+    for i, rows in enumerate(groups, 1):
+        out.write(f"\n## Protocol {i}: `{rows[0].protocol.key()}`\n\n")
+        records = comparison_table(rows)
+        out.write("| " + " | ".join(COLUMNS) + " |\n")
+        out.write("|" + "---|" * len(COLUMNS) + "\n")
+        for record in records:
+            out.write("| " + " | ".join(_cell(record[c]) for c in COLUMNS) + " |\n")
+    out.write("\n## Sources\n\n")
+    for source in sources:
+        out.write(f"- {source}\n")
+    return out.getvalue()
+
+
+def write_csv(groups: Sequence[Sequence[ResultRow]], path: Path) -> None:
+    """One CSV line per row, with its comparison group (one per protocol) and run directory."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["comparison", *COLUMNS, "run_dir"])
+        for i, rows in enumerate(groups, 1):
+            for row, record in zip(rows, comparison_table(rows), strict=True):
+                cells = ["" if record[c] is None else record[c] for c in COLUMNS]
+                writer.writerow([i, *cells, str(row.run_dir)])
+
+
+# --------------------------------------------------------------------------------------------
+# W&B
+# --------------------------------------------------------------------------------------------
+
+
+def log_to_wandb(
+    groups: Sequence[Sequence[ResultRow]],
+    project: str,
+    entity: str | None = None,
+    mode: str = "online",
+    directory: str | Path | None = None,
+) -> str:
+    """Log one W&B table per protocol (`results/protocol_<i>`) to a new `collect` run.
+
+    Returns:
+        The W&B run's id.
+    """
+    import wandb
+
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        job_type="collect",
+        mode=mode,
+        dir=str(directory) if directory is not None else None,
+        config={"protocols": [rows[0].protocol.key() for rows in groups]},
+    )
+    try:
+        for i, rows in enumerate(groups, 1):
+            records = comparison_table(rows)
+            table = wandb.Table(
+                columns=list(COLUMNS),
+                data=[["" if r[c] is None else r[c] for c in COLUMNS] for r in records],
+            )
+            run.log({f"results/protocol_{i}": table})
+        return run.id
+    finally:
+        run.finish()
+
+
+def _wandb_target(rows: Sequence[ResultRow]) -> tuple[str, str | None]:
+    config = _read_yaml(rows[0].run_dir / ".hydra" / "config.yaml")
+    logger = config.get("logger", {})
+    return logger.get("project") or "loftr", logger.get("entity")
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def collect(
+    paths: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    which: str = "last",
+    paper_numbers: str | Path = PAPER_NUMBERS,
+    root: str | Path | None = None,
+    wandb_mode: str | None = "auto",
+) -> dict[str, Any]:
+    """Collect runs into `results.md` and `results.csv` under `out_dir` (default: the first
+    path); log to W&B when `wandb_mode` is `auto` and W&B is online, or when it is a mode.
+
+    Returns:
+        `rows`, `groups` (rows per protocol), `markdown`, `csv` (paths), `skipped` (run
+        directories without a validation yet) and `wandb_run` (an id, or None).
+    """
+    run_dirs = find_run_dirs(paths)
+    rows, skipped = [], []
+    for run_dir in run_dirs:
+        found = load_run(run_dir, which=which, root=root)
+        rows.extend(found)
+        if not found:
+            skipped.append(run_dir)
+    if not rows:
+        raise DataError(
+            f"none of the {len(run_dirs)} runs under {list(map(str, paths))} has validated yet"
+        )
+    label_runs(rows)
+    entries = load_paper_numbers(paper_numbers)
+    attach_paper(rows, entries)
+    groups = group_by_protocol(rows)
+    sources = sorted({e.source for e in entries if any(r.paper is e for r in rows)})
+
+    out = Path(out_dir) if out_dir is not None else Path(paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(groups, which, sources)
+    if skipped:
+        markdown += "\nRuns without a validation yet: " + ", ".join(map(str, skipped)) + "\n"
+    (out / "results.md").write_text(markdown)
+    write_csv(groups, out / "results.csv")
+
+    wandb_run = None
+    mode = wandb_mode
+    if mode == "auto":
+        from loftr.lightning.run import wandb_mode as resolve_mode  # imports Lightning: lazily
+
+        mode = "online" if resolve_mode(None) == "online" else None
+    if mode and mode != "disabled":
+        project, entity = _wandb_target(rows)
+        wandb_run = log_to_wandb(groups, project, entity, mode=mode, directory=out)
+    return {
+        "rows": rows,
+        "groups": groups,
+        "markdown": out / "results.md",
+        "csv": out / "results.csv",
+        "skipped": skipped,
+        "wandb_run": wandb_run,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.collect",
+        description="Collect runs into a results table beside the paper's numbers.",
+    )
+    parser.add_argument("paths", nargs="+", help="run or multirun directories")
+    parser.add_argument("--out", help="where results.md and results.csv go (default: first path)")
+    parser.add_argument(
+        "--which",
+        choices=("last", "best"),
+        default="last",
+        help="the last validation, or the best by the checkpoint monitor",
+    )
+    parser.add_argument("--paper", default=str(PAPER_NUMBERS), help="the paper numbers file")
+    parser.add_argument(
+        "--root", help="where relative dataset paths start (default: each run's cwd)"
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=("auto", "online", "offline", "off"),
+        default="auto",
+        help="log the tables to W&B: when online (auto), always, or never",
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = collect(
+            args.paths,
+            out_dir=args.out,
+            which=args.which,
+            paper_numbers=args.paper,
+            root=args.root,
+            wandb_mode=None if args.wandb == "off" else args.wandb,
+        )
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["markdown"].read_text())
+    print(f"wrote {result['markdown']} and {result['csv']}")
+    if result["wandb_run"]:
+        print(f"logged to W&B run {result['wandb_run']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

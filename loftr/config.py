@@ -108,3 +108,25 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
         from loftr.losses import check_loss_config  # the loss owns its rules (SPEC §4.1)
 
         check_loss_config(config)
+
+
+def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
+    """Checks across groups that would otherwise fail deep inside a run, naming the keys.
+
+    The network input must be divisible by the coarse stride: ScanNet-format images are resized
+    to `dataset.scannet_img_resize`, MegaDepth-format ones floored to `dataset.mgdpt_df`.
+    """
+    stride = int(cfg["model"]["resolution"][0])
+    dataset = cfg["dataset"]
+    width, height = dataset.get("scannet_img_resize") or (640, 480)
+    if width % stride or height % stride:
+        raise ConfigError(
+            f"dataset.scannet_img_resize=[{width}, {height}] is not divisible by the coarse "
+            f"stride {stride} (model.resolution); use e.g. [640, 480] or [320, 240]"
+        )
+    if int(dataset.get("mgdpt_df") or stride) % stride:
+        raise ConfigError(
+            f"dataset.mgdpt_df={dataset['mgdpt_df']} must be a multiple of the coarse stride "
+            f"{stride} (model.resolution)"
+        )
+    model_config(cfg["model"])

@@ -17,3 +17,7 @@ class DataError(LoFTRError, RuntimeError):
 
 class CheckpointError(LoFTRError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message names the keys."""
+
+
+class NonFiniteError(LoFTRError, RuntimeError):
+    """Training produced non-finite losses or gradients too many steps in a row."""

@@ -81,7 +81,8 @@ def test_train_val_test_loaders(scannet: dict[str, Path]) -> None:
     batches = list(loader)
     assert len(batches) == 4
     assert batches[0]["image0"].shape == (2, 1, 48, 64)
-    assert "scale0" not in batches[0]  # input size == depth size (64x48): SPEC §5.2 keys only
+    # a 64x48 input of 640x480 depth: the scale keys of our resize extension
+    assert batches[0]["scale0"].tolist() == [[10.0, 10.0], [10.0, 10.0]]
     val = dm.val_dataloader()
     assert val.batch_size == 1 and len(val.dataset) == 12  # val keeps every pair (SPEC §5.2)
     assert dm.val_set_names == ["scannet_all"]

@@ -42,7 +42,7 @@ def write_scannet_scene(
     scene: str = "scene0000_00",
     n_frames: int = 3,
     color_size: tuple[int, int] = (64, 48),
-    depth_size: tuple[int, int] = (64, 48),
+    depth_size: tuple[int, int] = (640, 480),
     depth_mm: int = 1500,
     camera_to_world: Sequence[np.ndarray] | None = None,
 ) -> Path:
@@ -80,7 +80,7 @@ def write_scannet_dataset(
     scenes: Sequence[tuple[int, int]] = ((0, 0), (1, 0)),
     n_frames: int = 3,
     color_size: tuple[int, int] = (64, 48),
-    depth_size: tuple[int, int] = (64, 48),
+    depth_size: tuple[int, int] = (640, 480),
     scores: Sequence[float] = (0.3, 0.5, 0.9),
 ) -> dict[str, Path]:
     """A ScanNet-format set: scenes, one index npz per scene, a list file and intrinsics.

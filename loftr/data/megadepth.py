@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from loftr.data.io import check_dir, check_file, load_scene_info, read_gray, read_megadepth_depth
+from loftr.data.io import (
+    check_dir,
+    check_file,
+    image_size,
+    load_scene_info,
+    read_gray,
+    read_megadepth_depth,
+)
 from loftr.data.setup import setup_hint
 from loftr.errors import ConfigError, DataError
 
@@ -118,20 +125,29 @@ def read_megadepth_gray(
     return torch.from_numpy(image).float()[None] / 255.0, mask, scale
 
 
-def read_megadepth_depth_padded(path: str | os.PathLike, pad_to: int | None) -> torch.Tensor:
+def read_megadepth_depth_padded(
+    path: str | os.PathLike, pad_to: int | None, image_wh: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Read a MegaDepth depth map, zero-padded bottom-right to ``pad_to`` when given.
 
     Args:
         path: the ``.h5`` depth file.
         pad_to: side of the padded square (2000), or None for the stored size.
+        image_wh: ``(w, h)`` of its image; the depth map must have that size (the intrinsics
+            and the ground truth read it at original image pixels, SPEC §3.2).
 
     Returns:
         ``(pad_to, pad_to)`` (or ``(h, w)``) float32 depth at original resolution.
 
     Raises:
-        DataError: the file is missing, corrupt, or larger than ``pad_to``.
+        DataError: the file is missing, corrupt, not the image's size, or larger than ``pad_to``.
     """
     depth = read_megadepth_depth(path)
+    if image_wh is not None and depth.shape != (image_wh[1], image_wh[0]):
+        raise DataError(
+            f"depth map {path} is {depth.shape[1]}x{depth.shape[0]} but its image is "
+            f"{image_wh[0]}x{image_wh[1]}; depth must be at the image's original resolution"
+        )
     if pad_to is not None:
         if max(depth.shape) > pad_to:
             raise DataError(f"depth map {path} has shape {depth.shape}, larger than {pad_to}")
@@ -259,11 +275,13 @@ class MegaDepthDataset(Dataset):
         if self.mode == "test":
             depth0 = depth1 = torch.tensor([])
         else:
-            depth0 = read_megadepth_depth_padded(
-                self._path(self.depth_paths, idx0, "depth"), self.depth_pad_to
-            )
-            depth1 = read_megadepth_depth_padded(
-                self._path(self.depth_paths, idx1, "depth"), self.depth_pad_to
+            depth0, depth1 = (
+                read_megadepth_depth_padded(
+                    self._path(self.depth_paths, i, "depth"),
+                    self.depth_pad_to,
+                    image_size(self._path(self.image_paths, i, "image")),
+                )
+                for i in (idx0, idx1)
             )
 
         K0 = torch.tensor(self.intrinsics[idx0], dtype=torch.float32).reshape(3, 3)

@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 from loftr.data.io import (
     check_dir,
     check_file,
-    image_size,
     load_intrinsics,
     load_scannet_pairs,
     read_gray,
@@ -190,19 +189,17 @@ class ScanNetDataset(Dataset):
             raise DataError(f"{err}; {hint}") from err
         return torch.from_numpy(image).float()[None] / 255.0
 
-    def _reference_size(self, scene: str, frame: int, depth: torch.Tensor) -> tuple[int, int]:
-        """``(w, h)`` of the depth map, the resolution the intrinsics refer to."""
-        if depth.ndim == 2:
-            return int(depth.shape[1]), int(depth.shape[0])
-        path = self.root_dir / scene / "depth" / f"{frame}.png"
-        return image_size(path) if path.is_file() else SCANNET_DEPTH_SIZE
-
     def _read_depth(self, scene: str, frame: int) -> torch.Tensor:
         if self.mode == "test":
             return torch.tensor([])
-        return torch.from_numpy(
-            read_scannet_depth(self.root_dir / scene / "depth" / f"{frame}.png")
-        )
+        path = self.root_dir / scene / "depth" / f"{frame}.png"
+        depth = read_scannet_depth(path)
+        if depth.shape != (SCANNET_DEPTH_SIZE[1], SCANNET_DEPTH_SIZE[0]):
+            raise DataError(
+                f"depth map {path} is {depth.shape[1]}x{depth.shape[0]}; ScanNet depth (and its "
+                f"intrinsics) must be {SCANNET_DEPTH_SIZE[0]}x{SCANNET_DEPTH_SIZE[1]} (SPEC §5.2)"
+            )
+        return torch.from_numpy(depth)
 
     def _read_world_to_camera(self, scene: str, frame: int) -> np.ndarray:
         camera_to_world = read_pose(self.pose_dir / scene / "pose" / f"{frame}.txt")
@@ -237,12 +234,13 @@ class ScanNetDataset(Dataset):
             "pair_id": idx,
             "pair_names": (f"{scene}/color/{frame0}.jpg", f"{scene}/color/{frame1}.jpg"),
         }
-        w_in, h_in = self.img_resize
-        refs = [
-            self._reference_size(scene, frame0, depth0),
-            self._reference_size(scene, frame1, depth1),
-        ]
-        if any(ref != (w_in, h_in) for ref in refs):
-            for i, (ref_w, ref_h) in enumerate(refs):
-                data[f"scale{i}"] = torch.tensor([ref_w / w_in, ref_h / h_in], dtype=torch.float32)
+        if self.img_resize != SCANNET_DEPTH_SIZE:
+            # our extension: the input is resized, depth and K stay at the depth resolution
+            scale = torch.tensor(
+                [
+                    SCANNET_DEPTH_SIZE[0] / self.img_resize[0],
+                    SCANNET_DEPTH_SIZE[1] / self.img_resize[1],
+                ]
+            )
+            data["scale0"], data["scale1"] = scale, scale.clone()
         return data

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,30 +23,25 @@ from loftr.viz import figure_to_array, make_evaluation_figure
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def atomic_save_checkpoint(trainer: L.Trainer, path: Path) -> None:
-    """Write a checkpoint to a temporary file, then rename it over `path`.
-
-    A crash while writing leaves the previous file intact. Every rank must call this (Lightning
-    gathers state collectively); rank 0 writes.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
-    trainer.strategy.barrier("atomic_save_checkpoint")
-
-
 class LastCheckpoint(L.Callback):
-    """Refresh `last.ckpt` every `every_n_train_steps` optimizer steps and after each validation.
+    """`last.ckpt`: refreshed every `every_n_train_steps` optimizer steps, after each validation,
+    at the end, and when SIGTERM or SIGINT asks the run to stop.
 
-    A killed run then loses at most the steps since the last refresh, and resumes exactly with
-    `ckpt_path=last` (the checkpoint holds the sampler position and the RNG states).
+    A signal lets the current step finish; every rank then saves (the ranks agree through one
+    all-reduce per step) and the run stops cleanly, so SLURM preemption loses nothing. A second
+    Ctrl+C interrupts at once. SIGKILL loses at most the steps since the last refresh; the run
+    resumes exactly with `ckpt_path=last` (the checkpoint holds the sampler position and the RNG
+    states). Lightning writes checkpoints through a temporary file and a rename (fsspec
+    transaction), so a crash while writing leaves the previous `last.ckpt` intact.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = int(every_n_train_steps)
         self._last_step_saved = -1
+        self.stopped_by: str | None = None
+        self._signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
 
     @property
     def path(self) -> Path:
@@ -53,21 +50,48 @@ class LastCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.sanity_checking or trainer.global_step == self._last_step_saved:
             return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        atomic_save_checkpoint(trainer, self.path)
+        trainer.save_checkpoint(self.path)
         self._last_step_saved = trainer.global_step
 
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: stop now
+        self._signal = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    # -------------------------------------------------------------------- hooks
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         step = trainer.global_step
         if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
             self._save(trainer)
+        if trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False):
+            self._save(trainer)
+            self.stopped_by = signal.Signals(self._signal or signal.SIGTERM).name
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit":
+        if trainer.state.fn == "fit" and not trainer.should_stop:
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        self._restore_handlers()
+        if self.stopped_by is None:
+            self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
+    ) -> None:
+        self._restore_handlers()
 
 
 class ValidationReport(L.Callback):

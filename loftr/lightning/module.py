@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from loftr.config import model_config
+from loftr.errors import CheckpointError, NonFiniteError
 from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
 from loftr.losses import LoFTRLoss
 from loftr.metrics import (
@@ -23,6 +25,8 @@ from loftr.metrics import (
 from loftr.model import LoFTR, count_parameters
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
+log = logging.getLogger(__name__)
+
 
 class LoFTRModule(L.LightningModule):
     """Trains and validates `LoFTR` with the original's loop and metrics.
@@ -30,9 +34,12 @@ class LoFTRModule(L.LightningModule):
     The LR is a function of the optimizer step and the epoch (`lr_at`), set before every
     optimizer step, so a resumed run follows the same schedule (DESIGN "differs" 1). The
     checkpoint also carries the RNG states, so the ground-truth padding draws resume exactly.
+    A step whose loss or gradients are not finite is skipped and counted; after
+    `trainer.max_consecutive_nonfinite` of them in a row the run stops, naming the last pairs.
 
     Args:
-        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`.
+        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`
+            and `trainer.max_consecutive_nonfinite`.
         val_set_names: a name per validation dataloader, used in metric keys.
     """
 
@@ -42,12 +49,16 @@ class LoFTRModule(L.LightningModule):
         self.model_cfg = model_config(config["model"])
         self.optim_cfg = config["optim"]
         self.eval_cfg = config["eval"]
+        self.max_consecutive_nonfinite = int(config["trainer"]["max_consecutive_nonfinite"])
         self.val_set_names = list(val_set_names or ["val"])
         self.matcher = LoFTR(self.model_cfg)
         self.loss = LoFTRLoss(self.model_cfg)
         # per validation set: AUCs, precision, mean losses and the number of distinct pairs
         self.validation_results: dict[str, dict[str, float]] = {}
         self._pending_rng_states: list[dict[str, Any]] | None = None
+        self.skipped_steps = 0  # non-finite steps skipped so far
+        self._consecutive_skips = 0
+        self._last_pair_names: Any = None
         self._val_outputs: dict[int, list[dict[str, Any]]] = defaultdict(list)
 
     # ---------------------------------------------------------------- steps
@@ -59,8 +70,10 @@ class LoFTRModule(L.LightningModule):
         self.loss(batch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._last_pair_names = batch.get("pair_names")
         self._supervised_forward(batch)
         scalars = {f"train/{k}": v for k, v in batch["loss_scalars"].items()}
+        scalars["train/skipped_steps"] = float(self.skipped_steps)
         if self.model_cfg["match_coarse"]["match_type"] == "sinkhorn":
             scalars["train/skh_bin_score"] = self.matcher.coarse_matching.bin_score.detach().cpu()
         scalars["lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
@@ -119,7 +132,28 @@ class LoFTRModule(L.LightningModule):
     ) -> None:
         # the warm-up and the schedule as a function of (step, epoch), SPEC §1.8
         set_learning_rate(optimizer, lr_at(self.global_step, self.current_epoch, self.optim_cfg))
-        optimizer.step(closure=optimizer_closure)
+        loss = optimizer_closure()  # forward and backward; DDP has all-reduced the gradients
+        if _finite(loss, self.parameters()):
+            self._consecutive_skips = 0
+            optimizer.step()  # clips, then steps (Lightning's precision plugin)
+            return
+        # every rank sees the same all-reduced non-finite gradients, so every rank skips
+        optimizer.zero_grad()
+        self.skipped_steps += 1
+        self._consecutive_skips += 1
+        log.warning(
+            "step %d: non-finite loss or gradients, skipped (%d so far); pairs %s",
+            self.global_step,
+            self.skipped_steps,
+            self._last_pair_names,
+        )
+        if self._consecutive_skips >= self.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"{self._consecutive_skips} consecutive steps had a non-finite loss or gradients "
+                f"(trainer.max_consecutive_nonfinite={self.max_consecutive_nonfinite}); the last "
+                f"batch held the pairs {self._last_pair_names}. Check those pairs' depth and "
+                "poses, lower the LR, or use precision=32-true."
+            )
 
     # ----------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -127,6 +161,14 @@ class LoFTRModule(L.LightningModule):
         checkpoint["rng_states"] = gather_objects(_rng_states())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected, given = set(self.state_dict()), set(checkpoint.get("state_dict", {}))
+        if expected != given:
+            missing, unexpected = sorted(expected - given), sorted(given - expected)
+            raise CheckpointError(
+                f"the checkpoint was made by another architecture: missing keys {missing[:8]}, "
+                f"unexpected keys {unexpected[:8]} (compare its hyper_parameters.config.model "
+                "with this run's model, matcher and supervision choices)"
+            )
         states = checkpoint.get("rng_states")
         if states:
             self._pending_rng_states = states
@@ -153,6 +195,14 @@ class LoFTRModule(L.LightningModule):
         }
         parts["total"] = count_parameters(self.matcher)
         return parts
+
+
+def _finite(loss: torch.Tensor | None, parameters: Any) -> bool:
+    """Whether the loss and every gradient are finite (one reduction per parameter)."""
+    if loss is None or not torch.isfinite(loss).all():
+        return False
+    sums = [p.grad.sum() for p in parameters if p.grad is not None]
+    return bool(torch.isfinite(torch.stack(sums)).all()) if sums else True
 
 
 def gather_objects(obj: Any) -> list[Any]:

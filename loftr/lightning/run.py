@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from loftr.config import validate_run_config
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import CheckpointError, ConfigError
 from loftr.lightning.callbacks import LAST_CHECKPOINT, LastCheckpoint, MetricsJson, ValidationReport
@@ -76,14 +78,12 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if ckpt_path is None:
         if own.is_file():
             rank_zero_info(f"{own} exists: continuing that run")
-            return str(own)
+            return readable_checkpoint(own)
         return None
     if ckpt_path != "last":
-        if not Path(ckpt_path).is_file():
-            raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
-        return str(ckpt_path)
+        return readable_checkpoint(Path(ckpt_path))
     if own.is_file():
-        return str(own)
+        return readable_checkpoint(own)
     candidates = sorted(
         run_dir.parent.glob(f"*/checkpoints/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
     )
@@ -92,7 +92,19 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
             f"ckpt_path=last: no {LAST_CHECKPOINT} under {run_dir.parent}/*/checkpoints; "
             "start a run first or pass a checkpoint path"
         )
-    return str(candidates[-1])
+    return readable_checkpoint(candidates[-1])
+
+
+def readable_checkpoint(path: Path) -> str:
+    """`path` if it is a complete checkpoint file, else a CheckpointError naming it."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip: a cut file has no directory
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a torch checkpoint; resume from another "
+            "checkpoint (ckpt_path=PATH) or start afresh"
+        )
+    return str(path)
 
 
 def cluster_plugins() -> list:
@@ -143,6 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         `metrics` (the validation metrics of the last epoch), `best_ckpt`, `run_dir`,
         `trainer`, `module`, `datamodule`.
     """
+    validate_run_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -183,9 +196,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "warmup_steps": config["optim"]["warmup_steps"],
         },
     }
+    last = LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps)
     callbacks = [
         best,
-        LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps),
+        last,
         ValidationReport(run_dir, cfg.logger.n_val_pairs_to_plot, cfg.eval.epi_err_thr),
         MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
     ]
@@ -212,6 +226,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "trainer": trainer,
         "module": module,
         "datamodule": datamodule,
+        "stopped_by": last.stopped_by,
     }
 
 

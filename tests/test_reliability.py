@@ -1,0 +1,327 @@
+"""Faults, bad input and interrupted runs: a clear answer, nothing lost, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileOpener
+from hydra import compose, initialize_config_dir
+
+import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from loftr.lightning.run import train
+from loftr.losses import LoFTRLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = ROOT / "data/synthetic/scannet"
+SCENE = "scene0000_00"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=["debug=fast", "logger=none", *overrides])
+
+
+def assert_nothing_half_written(run_dir: Path) -> None:
+    """No temporary file anywhere; every checkpoint that exists is complete."""
+    leftovers = [p for p in run_dir.rglob("*") if p.is_file() and re.search(r"tmp", p.name)]
+    assert not leftovers, leftovers
+    for ckpt in run_dir.rglob("*.ckpt"):
+        torch.load(ckpt, weights_only=True)
+
+
+# ------------------------------------------------------------------------- interruptions
+TRAIN = [
+    sys.executable,
+    "-m",
+    "loftr.train",
+    "debug=fast",
+    "logger=none",
+    "trainer.limit_train_batches=40",
+    "trainer.limit_val_batches=1",
+    "checkpoint.every_n_train_steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum):
+    proc = subprocess.Popen(
+        [*TRAIN, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert "Traceback" not in err
+    stopped_at = int(re.search(r"stopped by SIG\w+ after step (\d+)", out).group(1))
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == stopped_at < 40
+    assert ckpt["LoFTRDataModule"]["train_sampler"]["consumed"] == stopped_at  # batch 1
+    assert_nothing_half_written(tmp_path)
+
+
+def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    real_write, calls = LocalFileOpener.write, {"n": 0}
+
+    def crash_on_second_checkpoint(self, data):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-4 save: half the bytes reach the disk, then the crash
+            real_write(self, data[: len(data) // 2])
+            raise OSError("simulated crash while writing")
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", crash_on_second_checkpoint)
+    cfg = compose_cfg(
+        f"run_dir={tmp_path}", "trainer.limit_train_batches=6", "checkpoint.every_n_train_steps=2"
+    )
+    with pytest.raises(OSError, match="simulated crash"):
+        train(cfg)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 2
+    assert_nothing_half_written(tmp_path)
+    result = train(
+        compose_cfg(
+            f"run_dir={tmp_path}",
+            "trainer.limit_train_batches=6",
+            "checkpoint.every_n_train_steps=2",
+            "ckpt_path=last",
+        )
+    )
+    assert result["trainer"].global_step == 6
+
+
+# ---------------------------------------------------------------------- non-finite steps
+def _nan_loss_on_calls(monkeypatch, calls: set[int]) -> None:
+    real_forward, counter = LoFTRLoss.forward, {"n": 0}
+
+    def forward(self, data):
+        out = real_forward(self, data)
+        if self.training:
+            counter["n"] += 1
+            if counter["n"] in calls or -1 in calls:
+                data["loss"] = data["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(LoFTRLoss, "forward", forward)
+
+
+def test_a_nan_loss_is_skipped_counted_and_training_goes_on(tmp_path, monkeypatch):
+    _nan_loss_on_calls(monkeypatch, {2})
+    result = train(compose_cfg(f"run_dir={tmp_path}", "logger=csv"))
+    module, trainer = result["module"], result["trainer"]
+    assert module.skipped_steps == 1
+    # Lightning counts the batch as a step; the optimizer itself stepped 3 times of 4
+    assert trainer.global_step == 4
+    adam_steps = {int(st["step"]) for st in trainer.optimizers[0].state.values()}
+    assert adam_steps == {3}
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "train/skipped_steps" in logged
+
+
+def test_too_many_non_finite_steps_stop_the_run_naming_the_pairs(tmp_path, monkeypatch):
+    _nan_loss_on_calls(monkeypatch, {-1})
+    with pytest.raises(NonFiniteError, match=r"3 consecutive .*pairs .*color/\d+\.jpg"):
+        train(compose_cfg(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=3"))
+    assert_nothing_half_written(tmp_path)
+
+
+# ----------------------------------------------------------------------------- bad input
+def scannet_copy(tmp_path: Path) -> dict[str, Path]:
+    """A one-scene ScanNet-format training set: a real copy of a synthetic scene to break."""
+    root = tmp_path / "train"
+    shutil.copytree(SYNTHETIC / "train" / SCENE, root / SCENE)
+    index = tmp_path / "index"
+    (index / "train").mkdir(parents=True)
+    shutil.copy(SYNTHETIC / "index/scene_data/train" / f"{SCENE}.npz", index / "train")
+    listing = index / "train_list.txt"
+    listing.write_text(f"{SCENE}.npz\n")
+    return {"root": root, "npz": index / "train", "list": listing}
+
+
+def run_on(tmp_path: Path, paths: dict[str, Path], *extra: str) -> Path:
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(
+        f"run_dir={run_dir}",
+        f"dataset.train_data_root={paths['root']}",
+        f"dataset.train_npz_root={paths['npz']}",
+        f"dataset.train_list_path={paths['list']}",
+        *extra,
+    )
+    train(cfg)
+    return run_dir
+
+
+def _frames(root: Path, kind: str) -> list[Path]:
+    return sorted((root / SCENE / kind).iterdir())
+
+
+def break_missing_root(paths):
+    paths["root"] = paths["root"].parent / "not_there"
+    return r"not_there does not exist"
+
+
+def break_broken_symlink(paths):
+    link = paths["root"].parent / "dangling"
+    os.symlink(paths["root"].parent / "gone", link)
+    paths["root"] = link
+    return r"dangling is a broken symlink"
+
+
+def break_missing_image(paths):
+    for f in _frames(paths["root"], "color"):
+        f.unlink()
+    return rf"image .*{SCENE}/color/\d+\.jpg does not exist"
+
+
+def break_corrupt_image(paths):
+    for f in _frames(paths["root"], "color"):
+        f.write_bytes(b"\xff\xd8 not a jpeg")
+    return rf"image .*{SCENE}/color/\d+\.jpg is corrupt"
+
+
+def break_depth_size(paths):
+    for f in _frames(paths["root"], "depth"):
+        cv2.imwrite(str(f), np.full((100, 120), 1500, np.uint16))
+    return rf"depth map .*{SCENE}/depth/\d+\.png is 120x100"
+
+
+def break_no_depth(paths):
+    for f in _frames(paths["root"], "depth"):
+        f.unlink()
+    return rf"{SCENE}/depth/\d+\.png does not exist"
+
+
+def break_empty_index(paths):
+    np.savez(
+        paths["npz"] / f"{SCENE}.npz",
+        name=np.zeros((0, 4), np.uint16),
+        score=np.zeros(0, np.float16),
+    )
+    return r"every scene listed in .*train_list.txt is empty"
+
+
+def break_malformed_index(paths):
+    np.savez(paths["npz"] / f"{SCENE}.npz", pairs=np.zeros((3, 4), np.uint16))
+    return rf"{SCENE}.npz.*name"
+
+
+def break_list_names_missing_scene(paths):
+    paths["list"].write_text(f"{SCENE}.npz\nscene0999_00.npz\n")
+    return r"scene0999_00"
+
+
+BAD_DATA = [
+    break_missing_root,
+    break_broken_symlink,
+    break_missing_image,
+    break_corrupt_image,
+    break_depth_size,
+    break_no_depth,
+    break_empty_index,
+    break_malformed_index,
+    break_list_names_missing_scene,
+]
+
+
+@pytest.mark.parametrize("breaker", BAD_DATA, ids=lambda f: f.__name__[len("break_") :])
+def test_bad_data_names_the_culprit_and_leaves_nothing_half_written(tmp_path, breaker):
+    paths = scannet_copy(tmp_path)
+    message = breaker(paths)
+    with pytest.raises(DataError, match=message):
+        run_on(tmp_path, paths)
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
+    assert_nothing_half_written(run_dir)
+
+
+def test_pickle_with_disallowed_contents_is_refused_before_running(tmp_path):
+    from loftr.data.io import load_scene_info
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "code ran"))
+
+    bad = tmp_path / "0015_0.1_0.3.npz"
+    bad.write_bytes(pickle.dumps({"image_paths": Payload()}))
+    with pytest.raises(DataError, match=r"0015_0.1_0.3.npz.*write_text"):
+        load_scene_info(bad)
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def fast_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ds_run")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "debug=fast",
+                "logger=none",
+                f"run_dir={run_dir}",
+                "trainer.limit_train_batches=2",
+            ],
+        )
+    os.chdir(ROOT)
+    train(cfg)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_truncated_checkpoint_is_named(tmp_path, fast_checkpoint):
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(fast_checkpoint.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match=r"cut.ckpt is truncated"):
+        train(compose_cfg(f"run_dir={tmp_path / 'run'}", f"ckpt_path={cut}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(tmp_path, fast_checkpoint):
+    with pytest.raises(CheckpointError, match=r"coarse_matching\.bin_score"):
+        train(
+            compose_cfg(f"run_dir={tmp_path / 'run'}", f"ckpt_path={fast_checkpoint}", "matcher=ot")
+        )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_image_size_not_divisible_by_8_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset\.scannet_img_resize=\[322, 240\]"):
+        train(compose_cfg(f"run_dir={tmp_path}", "dataset.scannet_img_resize=[322,240]"))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_unknown_config_key_is_named():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loftr.train", "optim.learning_rate=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "learning_rate" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -91,14 +91,18 @@ TRAIN = [
 ]
 
 
+# one thread: multi-threaded CPU reductions differ in the last bits from run to run
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(
-        [*TRAIN, f"hydra.run.dir={reference}"], check=True, cwd=ROOT, capture_output=True
-    )
+    run = dict(cwd=ROOT, env=SINGLE_THREAD, check=True, capture_output=True)
+    subprocess.run([*TRAIN, f"hydra.run.dir={reference}"], **run)
     proc = subprocess.Popen(
         [*TRAIN, f"hydra.run.dir={killed}"],
         cwd=ROOT,
+        env=SINGLE_THREAD,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -110,12 +114,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     proc.wait()
     _, _, step_at_kill = _final_state(killed)
     assert 0 < step_at_kill < 12, "the kill must land before the run ends"
-    subprocess.run(
-        [*TRAIN, f"hydra.run.dir={killed}", "ckpt_path=last"],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    subprocess.run([*TRAIN, f"hydra.run.dir={killed}", "ckpt_path=last"], **run)
     ref_weights, ref_lr, ref_step = _final_state(reference)
     weights, lr, step = _final_state(killed)
     assert step == ref_step == 12

@@ -118,18 +118,23 @@ class CoarseMatching(_KorniaCoarseMatching):
         # <f0, f1> / C, as sqrt(C) on each side (SPEC §2.5)
         scale = feat_c0.shape[-1] ** 0.5
         sim = torch.einsum("nlc,nsc->nls", feat_c0 / scale, feat_c1 / scale)
-        invalid = None
+        masks = None
         if mask_c0 is not None and mask_c1 is not None:
-            invalid = ~(mask_c0.bool()[:, :, None] & mask_c1.bool()[:, None, :])
+            masks = (mask_c0.bool(), mask_c1.bool())
+        # without autograd the (N, L, S) matrices are updated in place: no extra copies
+        in_place = not (torch.is_grad_enabled() and sim.requires_grad)
+        lowest = torch.finfo(sim.dtype).min
 
         if self.match_type == "dual_softmax":
-            sim = sim / self.temperature
-            if invalid is not None:
-                sim = sim.masked_fill(invalid, torch.finfo(sim.dtype).min)
-            conf_matrix = F.softmax(sim, 1) * F.softmax(sim, 2)
+            if in_place:
+                sim.div_(self.temperature)
+                _fill_padded(sim, masks, lowest, in_place=True)
+                conf_matrix = _dual_softmax_inplace(sim)
+            else:
+                sim = _fill_padded(sim / self.temperature, masks, lowest, in_place=False)
+                conf_matrix = F.softmax(sim, 1) * F.softmax(sim, 2)
         else:
-            if invalid is not None:
-                sim = sim.masked_fill(invalid, torch.finfo(sim.dtype).min)
+            sim = _fill_padded(sim, masks, lowest, in_place=in_place)
             assign = log_optimal_transport(sim, self.bin_score, self.skh_iters).exp()
             conf_matrix = assign[:, :-1, :-1]
             if not self.training and self.skh_prefilter:
@@ -140,9 +145,8 @@ class CoarseMatching(_KorniaCoarseMatching):
                 conf_matrix = conf_matrix.masked_fill(col_to_bin[:, None, :], 0.0)
             if self.sparse_spvs:
                 data["conf_matrix_with_bin"] = assign
-        if invalid is not None:
-            # a fully padded row gets a uniform softmax; padded cells never match
-            conf_matrix = conf_matrix.masked_fill(invalid, 0.0)
+        # a fully padded row gets a uniform softmax; padded cells never match
+        conf_matrix = _fill_padded(conf_matrix, masks, 0.0, in_place=in_place)
         data["conf_matrix"] = conf_matrix
         data.update(self.get_coarse_match(conf_matrix, data))
 
@@ -155,3 +159,42 @@ class CoarseMatching(_KorniaCoarseMatching):
         else:
             cap = data["bs"] * max(n_rows, n_cols)
         return int(cap * self.train_coarse_percent)
+
+
+def _fill_padded(
+    x: torch.Tensor,
+    masks: tuple[torch.Tensor, torch.Tensor] | None,
+    value: float,
+    in_place: bool,
+) -> torch.Tensor:
+    """`x` `(N, L, S)` with `value` wherever row i or column j is padded (`masks` False).
+
+    Two broadcast fills, so no `(N, L, S)` mask is built; in place when asked.
+    """
+    if masks is None:
+        return x
+    valid0, valid1 = masks
+    if in_place:
+        x.masked_fill_(~valid0[:, :, None], value)
+        return x.masked_fill_(~valid1[:, None, :], value)
+    return x.masked_fill(~valid0[:, :, None], value).masked_fill(~valid1[:, None, :], value)
+
+
+def _dual_softmax_inplace(sim: torch.Tensor) -> torch.Tensor:
+    """softmax(sim, dim 1) * softmax(sim, dim 2) with two (N, L, S) matrices alive.
+
+    Without autograd the similarity matrix is consumed: it becomes the column softmax in
+    place, and the row softmax (the one new matrix) is multiplied by it in place. The column
+    softmax is written out (max, exp, sum) because PyTorch's softmax over dim 1 of a long
+    (L, S) matrix is several times slower than these contiguous passes.
+
+    Args:
+        sim: `(N, L, S)` similarities divided by the temperature, overwritten.
+
+    Returns:
+        `(N, L, S)` confidences.
+    """
+    conf = F.softmax(sim, 2)
+    col = sim.sub_(sim.amax(dim=1, keepdim=True)).exp_()
+    col.div_(col.sum(dim=1, keepdim=True))
+    return conf.mul_(col)

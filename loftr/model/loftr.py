@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kornia.feature.loftr.backbone import build_backbone
-from kornia.feature.loftr.loftr_module import FinePreprocess
 from kornia.feature.loftr.utils.fine_matching import FineMatching
 from omegaconf import DictConfig
 from torch import nn
+from torch.profiler import record_function
 
 from loftr.config import model_config
 from loftr.errors import CheckpointError
+from loftr.model.backbone import ResNetFPN_8_2, backbone_trunk, build_backbone
 from loftr.model.coarse_matching import CoarseMatching
+from loftr.model.fine import FinePreprocess, LazyFineMaps
 from loftr.model.variants import (
     build_feature_transform,
     build_position_encoding,
@@ -55,6 +56,11 @@ class LoFTR(nn.Module):
         self.fine_preprocess = FinePreprocess(cfg)
         self.loftr_fine = build_feature_transform(cfg, "fine")
         self.fine_matching = FineMatching()
+        # Inference speed-ups (eval mode without autograd; same results, see backbone.py and
+        # fine.py): the fine branch only around the selected windows, and torch.compile.
+        self.fine_windows_only = bool(cfg.get("fine_windows_only", True))
+        self.compile = bool(cfg.get("compile", False))
+        self._compiled: dict[str, Any] = {}  # plain attribute: not in the state dict
 
     def forward(self, data: dict[str, Any]) -> None:
         """Match `image0` against `image1`, writing the original's output keys into `data`.
@@ -96,13 +102,14 @@ class LoFTR(nn.Module):
             if mask is not None and mask.shape[-2:] == data[f"hw{side}_i"]:
                 data[f"mask{side}"] = mask[..., ::stride_c, ::stride_c].bool()
 
-        if image0.shape == image1.shape:  # one backbone pass for both images (SPEC §2.1)
-            feats_c, feats_f = self.backbone(torch.cat([image0, image1], dim=0))
-            feat_c0, feat_c1 = feats_c.split(data["bs"])
-            feat_f0, feat_f1 = feats_f.split(data["bs"])
-        else:
-            feat_c0, feat_f0 = self.backbone(image0)
-            feat_c1, feat_f1 = self.backbone(image1)
+        with record_function("loftr/backbone"):
+            if image0.shape == image1.shape:  # one backbone pass for both images (SPEC §2.1)
+                feats_c, feats_f = self._backbone(torch.cat([image0, image1], dim=0))
+                feat_c0, feat_c1 = feats_c.split(data["bs"])
+                feat_f0, feat_f1 = feats_f.split(data["bs"])
+            else:
+                feat_c0, feat_f0 = self._backbone(image0)
+                feat_c1, feat_f1 = self._backbone(image1)
         data.update(
             hw0_c=feat_c0.shape[2:],
             hw1_c=feat_c1.shape[2:],
@@ -117,14 +124,46 @@ class LoFTR(nn.Module):
         if data.get("mask0") is not None and data.get("mask1") is not None:
             mask_c0, mask_c1 = data["mask0"].flatten(-2), data["mask1"].flatten(-2)
         shapes = shape_kwargs(self.loftr_coarse, data["hw0_c"], data["hw1_c"])
-        feat_c0, feat_c1 = self.loftr_coarse(feat_c0, feat_c1, mask_c0, mask_c1, **shapes)
+        with record_function("loftr/coarse_transformer"):
+            loftr_coarse = self._maybe_compiled("loftr_coarse")
+            feat_c0, feat_c1 = loftr_coarse(feat_c0, feat_c1, mask_c0, mask_c1, **shapes)
 
-        self.coarse_matching(feat_c0, feat_c1, data, mask_c0=mask_c0, mask_c1=mask_c1)
+        with record_function("loftr/coarse_matching"):
+            self.coarse_matching(feat_c0, feat_c1, data, mask_c0=mask_c0, mask_c1=mask_c1)
 
-        feat_f0_win, feat_f1_win = self.fine_preprocess(feat_f0, feat_f1, feat_c0, feat_c1, data)
-        if feat_f0_win.shape[0] > 0:
-            feat_f0_win, feat_f1_win = self.loftr_fine(feat_f0_win, feat_f1_win)
-        self.fine_matching(feat_f0_win, feat_f1_win, data)
+        with record_function("loftr/fine_preprocess"):  # includes the lazy fine branch
+            feat_f0_win, feat_f1_win = self.fine_preprocess(
+                feat_f0, feat_f1, feat_c0, feat_c1, data
+            )
+        with record_function("loftr/fine_transformer"):
+            if feat_f0_win.shape[0] > 0:
+                loftr_fine = self._maybe_compiled("loftr_fine")
+                feat_f0_win, feat_f1_win = loftr_fine(feat_f0_win, feat_f1_win)
+        with record_function("loftr/fine_matching"):
+            self.fine_matching(feat_f0_win, feat_f1_win, data)
+
+    def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | LazyFineMaps]:
+        """Coarse and fine maps of `(B, 1, H, W)` images; the fine ones lazily when that applies.
+
+        In eval without autograd the fine maps are `LazyFineMaps` (computed only around the
+        windows the coarse matches select) when `fine_windows_only`; training always computes
+        the whole fine map, whose every pixel the gradients reach.
+        """
+        if isinstance(self.backbone, ResNetFPN_8_2) and self.backbone.fast_path_applies():
+            trunk = self._maybe_compiled("backbone_trunk") if self.compile else None
+            coarse, fine = self.backbone.forward_lazy(images, trunk=trunk)
+            return coarse, (fine if self.fine_windows_only else fine.dense())
+        coarse, fine_map = self.backbone(images)
+        return coarse, fine_map
+
+    def _maybe_compiled(self, name: str) -> Any:
+        """`torch.compile` of a part when `compile` is on (built on first use), else the part."""
+        if not self.compile:
+            return backbone_trunk if name == "backbone_trunk" else getattr(self, name)
+        if name not in self._compiled:
+            target = backbone_trunk if name == "backbone_trunk" else getattr(self, name)
+            self._compiled[name] = torch.compile(target, dynamic=name == "loftr_fine")
+        return self._compiled[name]
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False

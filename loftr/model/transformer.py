@@ -1,4 +1,17 @@
-"""The LoFTR transformer (SPEC §2.4): kornia's layers, with a mask-safe full attention."""
+"""The LoFTR transformer (SPEC §2.4): kornia's layers, a mask-safe full attention, a fast eval path.
+
+The layers are kornia's `LoFTREncoderLayer`s, so parameters and state-dict keys are the
+original's. Training (or any forward that autograd records) runs kornia's layer code. Eval without
+autograd runs the same maths with less work:
+
+- a 'self' layer transforms both images in one batch when their token counts agree (the layer's
+  weights are shared, SPEC §2.4, and every operation is per sample);
+- the q, k, v projections of a self layer are one matrix product (k, v of a cross layer another),
+  with the concatenated weights cached until a parameter changes;
+- linear attention reduces over the sequence per head with batched products of the true
+  `D x D` blocks, instead of a dense `(H D) x (H D)` product whose off-diagonal blocks are thrown
+  away, and the MLP's `concat([x, message])` becomes two accumulated products.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +19,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kornia.feature.loftr.loftr_module.linear_attention import LinearAttention
 from kornia.feature.loftr.loftr_module.transformer import (
     LocalFeatureTransformer as _KorniaLocalFeatureTransformer,
 )
+from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 from torch import nn
+
+# SPEC §2.4: Z = 1 / (phi(Q) . sum_s phi(K_s) + eps)
+LINEAR_ATTENTION_EPS = 1e-6
 
 
 class MaskedFullAttention(nn.Module):
@@ -50,11 +68,60 @@ class MaskedFullAttention(nn.Module):
         return out.transpose(1, 2).contiguous()
 
 
+def linear_attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    q_mask: torch.Tensor | None = None,
+    kv_mask: torch.Tensor | None = None,
+    eps: float = LINEAR_ATTENTION_EPS,
+) -> torch.Tensor:
+    """Linear attention with phi(u) = elu(u) + 1, per head (SPEC §2.4).
+
+    `out = phi(Q) (phi(K)^T V/S) / (phi(Q) . sum_s phi(K_s) + eps) * S`, with padded queries
+    (`q_mask` False) giving 0 and padded keys and values (`kv_mask` False) left out.
+
+    Args:
+        queries: `(N, L, H, D)`.
+        keys: `(N, S, H, D)`.
+        values: `(N, S, H, V)`.
+        q_mask: `(N, L)` bool, True for valid queries, or None.
+        kv_mask: `(N, S)` bool, True for valid keys, or None.
+        eps: the normaliser's epsilon.
+
+    Returns:
+        `(N, L, H, V)` messages, contiguous.
+    """
+    n, length, heads, dim = queries.shape
+    s_len, dim_v = keys.shape[1], values.shape[3]
+    q = F.elu(queries).add_(1)
+    k = F.elu(keys).add_(1)
+    if q_mask is not None:
+        q = q * q_mask[:, :, None, None].to(q.dtype)
+    if kv_mask is not None:
+        k = k * kv_mask[:, :, None, None].to(k.dtype)
+        values = values * kv_mask[:, :, None, None].to(values.dtype)
+    values = values / s_len  # the original's fp16 guard, kept for identical rounding
+    # head-major copies: (N H, S, D) blocks for the batched products
+    k_h = k.permute(0, 2, 3, 1).reshape(n * heads, dim, s_len)
+    v_h = values.permute(0, 2, 1, 3).reshape(n * heads, s_len, dim_v)
+    q_h = q.permute(0, 2, 1, 3).reshape(n * heads, length, dim)
+    kv = torch.bmm(k_h, v_h)  # (N H, D, V)
+    denominator = torch.bmm(q_h, k_h.sum(dim=2, keepdim=True)).add_(eps)  # (N H, L, 1)
+    if q_mask is not None:
+        # a padded query has Q = 0: divide by 1, not eps, so fp16 gives 0 rather than nan
+        valid = q_mask.bool()[:, None, :].expand(n, heads, length).reshape(n * heads, length, 1)
+        denominator = torch.where(valid, denominator, torch.ones_like(denominator))
+    out = torch.bmm(q_h, kv).div_(denominator).mul_(s_len)  # (N H, L, V)
+    return out.view(n, heads, length, dim_v).transpose(1, 2).contiguous()
+
+
 class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
     """Self/cross attention layers, the cross update of feat1 reading the updated feat0 (SPEC §2.4).
 
     kornia's layers compute the original's maths and state-dict layout; `attention: full` uses
-    `MaskedFullAttention`, which has no parameters, so checkpoints are unaffected.
+    `MaskedFullAttention`, which has no parameters, so checkpoints are unaffected. In eval
+    without autograd the layers run through `_fast_layer` (module docstring).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -62,3 +129,115 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
         if config["attention"] == "full":
             for layer in self.layers:
                 layer.attention = MaskedFullAttention()
+        # plain attributes: the fused weights are a cache, not state
+        self._fused: list[dict[str, torch.Tensor]] | None = None
+        self._fused_key: tuple | None = None
+
+    def forward(
+        self,
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        mask0: torch.Tensor | None = None,
+        mask1: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform both images' tokens.
+
+        Args:
+            feat0: `(N, L, C)` tokens of image 0.
+            feat1: `(N, S, C)` tokens of image 1.
+            mask0: `(N, L)` bool, True where valid, or None.
+            mask1: `(N, S)` bool or None.
+
+        Returns:
+            The transformed `(N, L, C)` and `(N, S, C)` tokens.
+        """
+        if self.training or torch.is_grad_enabled():
+            return super().forward(feat0, feat1, mask0, mask1)
+        if self.d_model != feat0.shape[2]:
+            raise ValueError(
+                f"tokens have {feat0.shape[2]} channels; this transformer has d_model "
+                f"{self.d_model}"
+            )
+        fused = self._fused_weights()
+        batch = feat0.shape[0]
+        joint = feat0.shape == feat1.shape and (mask0 is None) == (mask1 is None)
+        for layer, name, weights in zip(self.layers, self.layer_names, fused, strict=True):
+            if name == "self" and joint:
+                both = torch.cat([feat0, feat1])
+                mask = None if mask0 is None else torch.cat([mask0, mask1])  # type: ignore[list-item]
+                feat0, feat1 = _fast_layer(layer, weights, both, None, mask, mask).split(batch)
+            elif name == "self":
+                feat0 = _fast_layer(layer, weights, feat0, None, mask0, mask0)
+                feat1 = _fast_layer(layer, weights, feat1, None, mask1, mask1)
+            elif name == "cross":
+                feat0 = _fast_layer(layer, weights, feat0, feat1, mask0, mask1)
+                feat1 = _fast_layer(layer, weights, feat1, feat0, mask1, mask0)
+            else:
+                raise KeyError(f"layer name {name!r}: use 'self' or 'cross'")
+        return feat0, feat1
+
+    def _fused_weights(self) -> list[dict[str, torch.Tensor]]:
+        """Per layer: `qkv` `(3C, C)`, `kv` `(2C, C)` and the MLP's halves, rebuilt on change."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        if self._fused is None or key != self._fused_key:
+            with torch.no_grad():
+                fused = []
+                for layer in self.layers:
+                    q, k, v = layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight
+                    first = layer.mlp[0].weight  # (2C, 2C) on concat([x, message])
+                    c = q.shape[1]
+                    fused.append(
+                        {
+                            "qkv": torch.cat([q, k, v]).detach(),
+                            "kv": torch.cat([k, v]).detach(),
+                            "mlp_x": first[:, :c].t().contiguous(),
+                            "mlp_msg": first[:, c:].t().contiguous(),
+                        }
+                    )
+            self._fused, self._fused_key = fused, key
+        return self._fused
+
+
+def _fast_layer(
+    layer: LoFTREncoderLayer,
+    weights: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    source: torch.Tensor | None,
+    x_mask: torch.Tensor | None,
+    source_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """One encoder layer, `x + norm2(mlp([x, norm1(merge(attention))]))` (SPEC §2.4).
+
+    Args:
+        layer: the kornia layer holding the parameters.
+        weights: its `_fused_weights` entry.
+        x: `(N, L, C)` queries' tokens.
+        source: `(N, S, C)` keys' and values' tokens, or None for a self layer (`x`).
+        x_mask: `(N, L)` bool or None.
+        source_mask: `(N, S)` bool or None.
+    """
+    n, length, channels = x.shape
+    heads, dim = layer.nhead, layer.dim
+    if source is None:
+        q, k, v = F.linear(x, weights["qkv"]).split(channels, dim=2)
+        source_len = length
+    else:
+        q = F.linear(x, layer.q_proj.weight)
+        k, v = F.linear(source, weights["kv"]).split(channels, dim=2)
+        source_len = source.shape[1]
+    q = q.reshape(n, length, heads, dim)
+    k = k.reshape(n, source_len, heads, dim)
+    v = v.reshape(n, source_len, heads, dim)
+    if isinstance(layer.attention, LinearAttention):
+        message = linear_attention(q, k, v, x_mask, source_mask, eps=layer.attention.eps)
+    else:
+        message = layer.attention(q, k, v, q_mask=x_mask, kv_mask=source_mask)
+    message = layer.norm1(F.linear(message.reshape(n, length, channels), layer.merge.weight))
+    # mlp[0] on concat([x, message]) as two accumulated products
+    hidden = torch.mm(x.reshape(-1, channels), weights["mlp_x"])
+    # explicit dtypes: under autocast LayerNorm returns fp32 while the products return bf16
+    hidden.addmm_(
+        message.reshape(-1, channels).to(hidden.dtype), weights["mlp_msg"].to(hidden.dtype)
+    ).relu_()
+    out = layer.norm2(F.linear(hidden, layer.mlp[2].weight).view(n, length, channels))
+    return out.add_(x) if out.dtype == torch.promote_types(out.dtype, x.dtype) else out + x

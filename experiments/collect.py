@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import ConfigError, DataError
 from loftr.metrics import Protocol, check_comparable, hash_index
 
@@ -240,8 +241,17 @@ def load_run(
         return []
     facts = _facts(config, choices, config["dataset"]["trainval_data_source"])
     facts["true_batch_size"] = metrics.get("config", {}).get("true_batch_size")
+    # the set's position in dataset.val_list_path, named as the run named it (a set without
+    # pairs is left out of `sets`, so the order of `sets` alone is not enough)
+    names = LoFTRDataModule(config["dataset"]).val_set_names
     rows = []
-    for index, (set_name, values) in enumerate(record["sets"].items()):
+    for set_name, values in record["sets"].items():
+        if set_name not in names:
+            raise DataError(
+                f"{run_dir}/metrics.json has validation set {set_name!r}, which the run's "
+                f"dataset config does not name (it names {names})"
+            )
+        index = names.index(set_name)
         rows.append(
             ResultRow(
                 run_dir=run_dir,

@@ -432,6 +432,36 @@ def test_toy_sweep_runs_as_a_hydra_multirun_and_collects_into_a_table(tmp_path, 
         "differs: test_set synthetic_test vs scannet_test_1500; resize 160x120 vs 640x480"
     )
 
+    # an evaluation of the sweep's first checkpoint, collected with the sweep: its protocol is
+    # the one loftr.evaluate wrote, and its row is only ever compared with same-protocol rows
+    evaluation = tmp_path / "eval"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loftr.evaluate",
+            "+experiment=eval_indoor_ot",
+            "dataset=synthetic",
+            "debug=fast",
+            "logger=none",
+            "model_from_ckpt=true",
+            f"ckpt='{jobs[0] / 'checkpoints' / 'last.ckpt'}'",
+            f"cache_dir={tmp_path / 'dump'}",
+            f"hydra.run.dir={evaluation}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    written = json.loads((evaluation / "metrics.json").read_text())
+    result = collector.collect([sweep, evaluation], out_dir=tmp_path / "both", wandb_mode=None)
+    (eval_row,) = [r for r in result["rows"] if r.kind == "eval"]
+    assert eval_row.protocol == Protocol.from_dict(written["protocol"])
+    assert eval_row.auc == tuple(written["metrics"][f"auc@{t}"] for t in (5, 10, 20))
+    assert eval_row.paper.label == "LoFTR-OT (Tab. 2)"  # the experiment's paper_table
+    keys = [{r.protocol.key() for r in group} for group in result["groups"]]
+    assert all(len(k) == 1 for k in keys) and len(result["groups"]) == len(set().union(*keys))
+
 
 def _fake_run(
     root: Path,

@@ -342,6 +342,11 @@ def test_variant_models_match_and_pass_gradients(model):
     assert tuple(data["hw0_c"]) == (64 // stride, 96 // stride)
     assert data["conf_matrix"].shape == (1, 64 * 96 // stride**2, 64 * 96 // stride**2)
     assert data["mkpts0_f"].shape[1] == 2
+    # inference without autograd (the fast paths) gives the same confidences
+    fast = {"image0": data["image0"], "image1": data["image1"]}
+    with torch.inference_mode():
+        matcher(fast)
+    assert (fast["conf_matrix"] - data["conf_matrix"].detach()).abs().max() < 1e-4
     data["conf_matrix"].sum().backward()
     grads = [p.grad for p in matcher.loftr_coarse.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

@@ -108,6 +108,9 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
         from loftr.losses import check_loss_config  # the loss owns its rules (SPEC §4.1)
 
         check_loss_config(config)
+    from loftr.model.variants import validate_variant_config  # the ablation variants' keys
+
+    validate_variant_config(config)
 
 
 def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
@@ -118,13 +121,15 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     """
     stride = int(cfg["model"]["resolution"][0])
     dataset = cfg["dataset"]
-    width, height = dataset.get("scannet_img_resize") or (640, 480)
-    if width % stride or height % stride:
-        raise ConfigError(
-            f"dataset.scannet_img_resize=[{width}, {height}] is not divisible by the coarse "
-            f"stride {stride} (model.resolution); use e.g. [640, 480] or [320, 240]"
-        )
-    if int(dataset.get("mgdpt_df") or stride) % stride:
+    sources = {dataset.get("trainval_data_source"), dataset.get("test_data_source")}
+    if "ScanNet" in sources:
+        width, height = dataset.get("scannet_img_resize") or (640, 480)
+        if width % stride or height % stride:
+            raise ConfigError(
+                f"dataset.scannet_img_resize=[{width}, {height}] is not divisible by the coarse "
+                f"stride {stride} (model.resolution); use e.g. [640, 480] or [320, 240]"
+            )
+    if "MegaDepth" in sources and int(dataset.get("mgdpt_df") or stride) % stride:
         raise ConfigError(
             f"dataset.mgdpt_df={dataset['mgdpt_df']} must be a multiple of the coarse stride "
             f"{stride} (model.resolution)"

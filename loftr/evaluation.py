@@ -150,7 +150,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         tmp.replace(cache)
     metrics, rows = evaluate_predictions(records, eval_cfg)
     protocol = Protocol(
-        test_set=str(dataset_cfg.get("name", "test")),
+        # named like a validation set (the list's stem), so the same files are one protocol
+        test_set=Path(dataset_cfg["test_list_path"]).stem,
         index_hash=hash_index(test_index_files(dataset_cfg)),
         resize=test_resize(dataset_cfg),
         estimator=eval_cfg["pose_estimator"],

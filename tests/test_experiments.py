@@ -49,7 +49,7 @@ def compose_cfg(config_name: str, *overrides: str, hydra_node: bool = False):
 def compose_experiment(name: str, *overrides: str, hydra_node: bool = False):
     """Training experiments compose with `train`, evaluation ones (`eval_*`) with `evaluate`."""
     if name.startswith("eval_"):
-        return compose_cfg("evaluate", f"+experiment={name}", *overrides, hydra_node=hydra_node)
+        return compose_cfg("evaluate", f"experiment={name}", *overrides, hydra_node=hydra_node)
     return compose_cfg("train", f"experiment={name}", *overrides, hydra_node=hydra_node)
 
 
@@ -445,7 +445,7 @@ def test_toy_sweep_runs_as_a_hydra_multirun_and_collects_into_a_table(tmp_path, 
             sys.executable,
             "-m",
             "loftr.evaluate",
-            "+experiment=eval_indoor_ot",
+            "experiment=eval_indoor_ot",
             "dataset=synthetic",
             "debug=fast",
             "logger=none",

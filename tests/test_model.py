@@ -322,3 +322,177 @@ def test_image_not_divisible_by_8_is_refused():
     model = LoFTR(paper_config()).eval()
     with pytest.raises(ValueError, match="multiples of 8"):
         model({"image0": torch.rand(1, 1, 60, 64), "image1": torch.rand(1, 1, 64, 64)})
+
+
+# ------------------------------------------------------------------------------------------
+# The fast inference path: folded BatchNorm, channels-last, fine windows only, fused layers
+# ------------------------------------------------------------------------------------------
+
+
+def _run(model, data, reference=False):
+    """Forward on a copy of `data`; `reference=True` takes the training-style module path.
+
+    The fast path applies in eval mode without autograd; with autograd recording, the same eval
+    model runs kornia's module-by-module forward, which is the reference.
+    """
+    data = dict(data)
+    if reference:
+        with torch.enable_grad():
+            model(data)
+    else:
+        with torch.no_grad():
+            model(data)
+    return data
+
+
+def _assert_same_matches(fast, ref, atol=1e-4):
+    assert torch.equal(fast["b_ids"], ref["b_ids"])
+    assert torch.equal(fast["i_ids"], ref["i_ids"])
+    assert torch.equal(fast["j_ids"], ref["j_ids"])
+    torch.testing.assert_close(fast["mkpts0_f"], ref["mkpts0_f"].detach(), atol=atol, rtol=0)
+    torch.testing.assert_close(fast["mkpts1_f"], ref["mkpts1_f"].detach(), atol=atol, rtol=0)
+    torch.testing.assert_close(fast["mconf"], ref["mconf"].detach(), atol=1e-5, rtol=1e-4)
+
+
+def _realistic_fine_scale(model):
+    """Scale the fine merge down to unit-size outputs, as a trained model's are.
+
+    With raw random weights the fine features are ~50x larger than the LayerNorm outputs the
+    fine transformer adds, so the 5x5 heatmaps are one-hot with logits in the thousands and a
+    float rounding difference of 1e-6 moves a keypoint by 1e-4 px; a trained model's heatmaps
+    are far softer (and so are these after the scaling).
+    """
+    with torch.no_grad():
+        model.fine_preprocess.merge_feat.weight.mul_(0.02)
+        model.fine_preprocess.merge_feat.bias.mul_(0.02)
+    return model
+
+
+@pytest.fixture(scope="module")
+def eval_model():
+    torch.manual_seed(0)
+    return _realistic_fine_scale(LoFTR(paper_config(thr=0.0, border_rm=0)).eval())
+
+
+@pytest.mark.parametrize("coverage", [1.0, 0.0, 0.5], ids=["sparse", "dense", "auto"])
+def test_fine_windows_only_equal_full_computation(eval_model, coverage):
+    """The fine branch around the selected windows gives the full computation's keypoints."""
+    eval_model.backbone.max_sparse_coverage = coverage
+    i0, i1 = textured_pair(shift=(5, 9), size=(96, 128))
+    data = {"image0": i0, "image1": i1}
+    try:
+        fast = _run(eval_model, data)
+        ref = _run(eval_model, data, reference=True)
+        eval_model.fine_windows_only = False
+        whole_map = _run(eval_model, data)
+    finally:
+        eval_model.fine_windows_only = True
+        eval_model.backbone.max_sparse_coverage = 0.5
+    assert len(fast["mconf"]) >= 20
+    # border_rm=0: windows at the image border, partly outside it, are among them
+    assert (fast["mkpts0_c"] == 0).any() or (fast["mkpts1_c"] == 0).any()
+    _assert_same_matches(fast, whole_map)
+    _assert_same_matches(fast, ref)
+
+
+def test_fast_path_with_masks_batches_and_unequal_sizes(eval_model):
+    eval_model.backbone.max_sparse_coverage = 1.0
+    i0, i1 = textured_pair(shift=(3, 4), size=(64, 96))
+    mask = torch.ones(2, 8, 12, dtype=torch.bool)
+    mask[1, 6:] = False
+    mask[0, :, 10:] = False
+    batch = {
+        "image0": torch.cat([i0, i0.flip(-1)]),
+        "image1": torch.cat([i1, i1.flip(-1)]),
+        "mask0": mask,
+        "mask1": mask.clone(),
+    }
+    unequal = {"image0": i0, "image1": textured_pair(size=(80, 96))[1]}
+    try:
+        for data in (batch, unequal):
+            _assert_same_matches(_run(eval_model, data), _run(eval_model, data, reference=True))
+    finally:
+        eval_model.backbone.max_sparse_coverage = 0.5
+
+
+def test_lazy_windows_equal_unfold_of_the_dense_map(eval_model):
+    from kornia.feature.loftr.loftr_module.fine_preprocess import _unfold_at
+
+    images = torch.cat(textured_pair(size=(64, 96)))
+    with torch.no_grad():
+        _, lazy = eval_model.backbone.forward_lazy(images)
+        dense = lazy.dense()
+        b_ids = torch.tensor([0, 0, 1, 1, 1, 0])
+        ids = torch.tensor([0, 11, 95, 50, 51, 84])  # corners, neighbours (shared pixels)
+        for coverage in (1.0, 0.0):
+            lazy.max_sparse_coverage = coverage
+            lazy._cache.clear()
+            windows = lazy.windows(b_ids, ids, 5, 4)
+            torch.testing.assert_close(windows, _unfold_at(dense, b_ids, ids, 5, 4))
+            assert lazy.last_plan["conv2"] == ("sparse" if coverage == 1.0 else "dense")
+
+
+def test_sparse_conv3x3_equals_conv2d_at_the_pixels():
+    from loftr.model.fine import _pad_nhwc, sparse_conv3x3
+
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(2, 6, 7, 9)
+    pixels = torch.tensor([[0, 0, 0], [0, 6, 8], [1, 3, 4], [1, 0, 8], [0, 2, 1]])
+    with torch.no_grad():
+        expected = conv(x).permute(0, 2, 3, 1)[pixels[:, 0], pixels[:, 1], pixels[:, 2]]
+        got = sparse_conv3x3(_pad_nhwc(x, 1), pixels, conv, chunk=2)
+    torch.testing.assert_close(got, expected)
+
+
+def test_folded_batchnorm_keeps_the_parameters_and_follows_their_changes():
+    torch.manual_seed(0)
+    model = _realistic_fine_scale(LoFTR(paper_config(thr=0.0, border_rm=0)).eval())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    i0, i1 = textured_pair(size=(64, 96))
+    data = {"image0": i0, "image1": i1}
+    _run(model, data)
+    after = model.state_dict()
+    assert set(after) == set(before)  # no cache in the state dict
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    KF.LoFTR(pretrained=None).load_state_dict(after, strict=True)
+    # a changed BatchNorm statistic reaches the folded copy
+    with torch.no_grad():
+        model.backbone.layer1[0].bn1.running_var.mul_(4.0)
+        model.backbone.layer2_outconv2[1].running_mean.add_(0.5)
+    changed = _run(model, data)
+    _assert_same_matches(changed, _run(model, data, reference=True))
+    model.load_state_dict(before)
+    _assert_same_matches(_run(model, data), _run(model, data, reference=True))
+
+
+@pytest.mark.parametrize("attention", ["linear", "full"])
+def test_fast_transformer_equals_the_layer_by_layer_one(attention):
+    cfg = paper_config()["coarse"] | {"attention": attention, "d_model": 32, "nhead": 4}
+    transformer = LocalFeatureTransformer(cfg).eval()
+    feat0, feat1 = torch.randn(2, 12, 32), torch.randn(2, 12, 32)
+    other = torch.randn(2, 10, 32)
+    mask0 = torch.ones(2, 12, dtype=torch.bool)
+    mask0[1, 9:] = False
+    for args in ((feat0, feat1), (feat0, other), (feat0, feat1, mask0, mask0.flip(0))):
+        with torch.no_grad():
+            fast = transformer(*args)
+        with torch.enable_grad():
+            ref = transformer(*args)
+        for a, b in zip(fast, ref, strict=True):
+            torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_in_place_dual_softmax_equals_the_autograd_one():
+    cfg = paper_config(border_rm=0, thr=0.0)["match_coarse"]
+    matcher = CoarseMatching(cfg).eval()
+    feat0, feat1 = torch.randn(1, 48, 16), torch.randn(1, 48, 16)
+    mask = torch.ones(1, 6, 8, dtype=torch.bool)
+    mask[:, 5:] = False
+    base = {"hw0_c": (6, 8), "hw1_c": (6, 8), "stride_c": 8, "bs": 1, "mask0": mask, "mask1": mask}
+    fast, ref = dict(base), dict(base)
+    with torch.no_grad():
+        matcher(feat0, feat1, fast, mask.flatten(1), mask.flatten(1))
+    matcher(feat0.requires_grad_(), feat1, ref, mask.flatten(1), mask.flatten(1))
+    torch.testing.assert_close(fast["conf_matrix"], ref["conf_matrix"].detach())
+    assert (fast["conf_matrix"][0, 40:] == 0).all()
+    assert torch.equal(fast["j_ids"], ref["j_ids"])

@@ -1,102 +1,238 @@
 """Inference speed: our LoFTR against kornia's holding the same weights, in one process.
 
-    python experiments/bench/bench_inference.py [--size 640x480] [--runs 5] [--threads 2]
+    python experiments/bench/bench_inference.py                       # 640x480 and 1024x768
+    python experiments/bench/bench_inference.py --size 640x480 --runs 5 --profile
+    python experiments/bench/bench_inference.py --size 320x240 --bf16 # bf16 autocast (slow here)
 
-Both models get the same random weights (no pretrained file can be downloaded here) and the same
-textured grey pair; each is warmed up once, then timed alternately so that a noisy machine
-affects both alike. Prints both medians, the ratio ours / kornia and the largest keypoint
-difference, which must stay below 1e-4 px.
+Both models hold the same random weights, conditioned on the pair so that the matcher finds a
+trained model's number of matches (common.condition_weights), and match the same textured grey
+pair. Each model is warmed up, then the two are timed alternately so that a noisy machine slows
+both alike; the medians, their ratio ours / kornia and the agreement of the outputs (same
+matches, largest keypoint and confidence difference) are printed. `--profile` adds where the
+time goes, per stage of each model and per operator of ours.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import statistics
-import time
+import contextlib
+import json
+from typing import Any
 
-import kornia.feature as KF
-import numpy as np
-import skimage.data
-import skimage.transform
 import torch
-from kornia.feature.loftr.loftr import default_cfg as kornia_default_cfg
-from omegaconf import OmegaConf
+from common import conditioned_models, machine_info, median, time_alternating
+from torch.profiler import ProfilerActivity, profile, record_function
 
-from loftr.model import LoFTR
+# SPEC §2.1 stages, as named by our record_function labels and by kornia's child modules
+OUR_SECTIONS = {
+    "backbone": "loftr/backbone",
+    "coarse transformer": "loftr/coarse_transformer",
+    "coarse matching": "loftr/coarse_matching",
+    "fine preprocess (+ fine FPN branch in ours)": "loftr/fine_preprocess",
+    "fine transformer": "loftr/fine_transformer",
+    "fine matching": "loftr/fine_matching",
+}
+KORNIA_SECTIONS = {
+    "backbone": "kornia/backbone",
+    "coarse transformer": "kornia/loftr_coarse",
+    "coarse matching": "kornia/coarse_matching",
+    "fine preprocess (+ fine FPN branch in ours)": "kornia/fine_preprocess",
+    "fine transformer": "kornia/loftr_fine",
+    "fine matching": "kornia/fine_matching",
+}
 
 
-def textured_pair(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A photograph and a slightly rotated, shifted view of it, grey in [0, 1]."""
-    photo = skimage.transform.resize(
-        skimage.color.rgb2gray(skimage.data.astronaut()), (height + 64, width + 64)
-    )
-    view = skimage.transform.warp(
-        photo, skimage.transform.SimilarityTransform(rotation=0.05, translation=(12, -8)).inverse
-    )
-    crop = (slice(32, 32 + height), slice(32, 32 + width))
-    to_tensor = lambda a: torch.from_numpy(a[crop].astype(np.float32))[None, None]
-    return to_tensor(photo), to_tensor(view)
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
 
 
-def build_models(thr: float) -> tuple[torch.nn.Module, LoFTR]:
-    kornia_cfg = copy.deepcopy(kornia_default_cfg)
-    kornia_cfg["match_coarse"]["thr"] = thr
-    torch.manual_seed(0)
-    reference = KF.LoFTR(pretrained=None, config=kornia_cfg).eval()
-    ours_cfg = OmegaConf.to_container(OmegaConf.load("conf/model/loftr.yaml"))
-    ours_cfg["coarse"]["temp_bug_fix"] = False
-    ours_cfg["match_coarse"]["thr"] = thr
-    ours = LoFTR(ours_cfg).eval()
-    ours.load_state_dict(reference.state_dict())
-    return reference, ours
+def _autocast(dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def labelled_children(model: torch.nn.Module, prefix: str):
+    """Profiler labels `prefix/<child>` around every top-level child module's forward."""
+    handles, stack = [], []
+    for name, child in model.named_children():
+
+        def pre(module, args, label=f"{prefix}/{name}"):
+            scope = record_function(label)
+            scope.__enter__()
+            stack.append(scope)
+
+        def post(module, args, output):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def profile_sections(
+    reference: torch.nn.Module, ours: torch.nn.Module, pair: dict[str, torch.Tensor], dtype: str
+) -> dict[str, Any]:
+    """Seconds per stage of one forward of each model, and ours' heaviest operators."""
+    with _autocast(dtype), labelled_children(reference, "kornia"):
+        with profile(activities=[ProfilerActivity.CPU]) as prof_ref:
+            reference(dict(pair))
+    with _autocast(dtype), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        ours(dict(pair))
+
+    def totals(prof_: Any, labels: dict[str, str]) -> dict[str, float]:
+        events = {e.key: e.cpu_time_total / 1e6 for e in prof_.key_averages()}
+        return {stage: round(events.get(label, 0.0), 3) for stage, label in labels.items()}
+
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    top = [
+        {
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:90],
+            "calls": e.count,
+            "self_s": round(e.self_cpu_time_total / 1e6, 3),
+        }
+        for e in ops
+        if not e.key.startswith("loftr/")
+    ][:15]
+    return {
+        "stages_s": {
+            stage: {
+                "kornia": totals(prof_ref, KORNIA_SECTIONS)[stage],
+                "ours": totals(prof, OUR_SECTIONS)[stage],
+            }
+            for stage in OUR_SECTIONS
+        },
+        "ours_top_ops": top,
+    }
+
+
+def agreement(ref_out: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, Any]:
+    """Same matches? Largest keypoint (px) and confidence differences, over common matches."""
+    ours_k0, ours_k1 = data["mkpts0_f"].float(), data["mkpts1_f"].float()
+    ref_k0, ref_k1 = ref_out["keypoints0"].float(), ref_out["keypoints1"].float()
+    result: dict[str, Any] = {"matches_ours": len(ours_k0), "matches_kornia": len(ref_k0)}
+    if ours_k0.shape == ref_k0.shape and torch.equal(ours_k0, ref_k0):
+        result["same_matches"] = True
+        diff = (ours_k1 - ref_k1).abs()
+        result["max_keypoint_diff_px"] = float(diff.max()) if len(diff) else 0.0
+        result["max_confidence_diff"] = (
+            float((data["mconf"].float() - ref_out["confidence"].float()).abs().max())
+            if len(diff)
+            else 0.0
+        )
+    else:
+        # compare on the cells both found (keypoints0 are exact coarse-grid positions)
+        key = lambda k: (k[:, 0] * 1e5 + k[:, 1]).tolist()  # noqa: E731
+        ours_index = {v: i for i, v in enumerate(key(ours_k0))}
+        pairs = [(ours_index[v], i) for i, v in enumerate(key(ref_k0)) if v in ours_index]
+        result["same_matches"] = False
+        result["common_matches"] = len(pairs)
+        if pairs:
+            o, r = (torch.tensor(p) for p in zip(*pairs, strict=True))
+            result["max_keypoint_diff_px"] = float((ours_k1[o] - ref_k1[r]).abs().max())
+    return result
+
+
+def bench_inference(
+    size: tuple[int, int],
+    runs: int = 5,
+    thr: float = 1e-3,
+    dtype: str = "fp32",
+    with_profile: bool = False,
+) -> dict[str, Any]:
+    """Time and compare both models on one pair size.
+
+    Args:
+        size: `(width, height)`, multiples of 8.
+        runs: timed runs per model after one warm-up.
+        thr: coarse threshold for both models (the conditioned random weights give about
+            1100 matches at 640x480 with 1e-3, in a trained model's range).
+        dtype: "fp32" or "bf16" (autocast).
+        with_profile: add `profile_sections`.
+
+    Returns:
+        A JSON-ready dict of the settings, times, ratio, agreement and fine-branch plan.
+    """
+    width, height = size
+    reference, ours, image0, image1 = conditioned_models(width, height, thr)
+    pair = {"image0": image0, "image1": image1}
+    outputs: dict[str, Any] = {}
+
+    def run_reference() -> None:
+        with _autocast(dtype):
+            outputs["kornia"] = reference(dict(pair))
+
+    def run_ours() -> None:
+        data = dict(pair)
+        with _autocast(dtype):
+            ours(data)
+        outputs["ours"] = data
+
+    with torch.inference_mode():
+        times = time_alternating({"kornia": run_reference, "ours": run_ours}, runs=runs)
+        sections = profile_sections(reference, ours, pair, dtype) if with_profile else None
+    med = {name: median(values) for name, values in times.items()}
+    data = outputs["ours"]
+    plan = dict(getattr(ours, "last_fine_plan", {}) or {})
+    result = {
+        "size": f"{width}x{height}",
+        "dtype": dtype,
+        "runs": runs,
+        "threads": torch.get_num_threads(),
+        "thr": thr,
+        "matches": len(data["mconf"]),
+        "kornia_s": round(med["kornia"], 3),
+        "ours_s": round(med["ours"], 3),
+        "ratio": round(med["ours"] / med["kornia"], 3),
+        "speedup": round(med["kornia"] / med["ours"], 3),
+        "times_s": {name: [round(v, 3) for v in values] for name, values in times.items()},
+        "agreement": agreement(outputs["kornia"], data),
+        "fine_plan": plan,
+    }
+    if sections is not None:
+        result["profile"] = sections
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--size", default="640x480", help="WxH, multiples of 8")
+    parser.add_argument("--size", nargs="+", default=["640x480", "1024x768"], help="WxH")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--thr", type=float, default=0.0, help="coarse threshold (random weights)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see README)")
+    parser.add_argument("--thr", type=float, default=1e-3, help="coarse match threshold")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp32")
+    parser.add_argument("--profile", action="store_true", help="stage and operator times")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    width, height = (int(v) for v in args.size.split("x"))
-    image0, image1 = textured_pair(width, height)
-    reference, ours = build_models(args.thr)
-
-    def run_reference() -> tuple[torch.Tensor, torch.Tensor]:
-        out = reference({"image0": image0, "image1": image1})
-        return out["keypoints0"], out["keypoints1"]
-
-    def run_ours() -> tuple[torch.Tensor, torch.Tensor]:
-        data = {"image0": image0, "image1": image1}
-        ours(data)
-        return data["mkpts0_f"], data["mkpts1_f"]
-
-    times: dict[str, list[float]] = {"kornia": [], "ours": []}
-    with torch.inference_mode():
-        ref_kpts, our_kpts = run_reference(), run_ours()  # warm-up
-        for _ in range(args.runs):
-            for name, fn in (("kornia", run_reference), ("ours", run_ours)):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    same_count = ref_kpts[0].shape == our_kpts[0].shape
-    diff = (
-        max((a - b).abs().max().item() for a, b in zip(ref_kpts, our_kpts, strict=True))
-        if same_count
-        else float("inf")
-    )
-    med = {name: statistics.median(values) for name, values in times.items()}
-    n_matches = len(ref_kpts[0])
-    print(f"pair {width}x{height}, fp32, {args.threads} threads, {n_matches} matches")
-    print(f"median of {args.runs} runs after one warm-up")
-    print(f"kornia LoFTR : {med['kornia']:.3f} s")
-    print(f"ours         : {med['ours']:.3f} s")
-    print(f"ratio ours/kornia: {med['ours'] / med['kornia']:.3f}")
-    print(f"max keypoint difference: {diff:.2e} px")
+    results = []
+    for text in args.size:
+        res = bench_inference(
+            parse_size(text), args.runs, args.thr, "bf16" if args.bf16 else "fp32", args.profile
+        )
+        results.append(res)
+        agree = res["agreement"]
+        print(
+            f"{res['size']} {res['dtype']} {res['threads']} thread(s), {res['matches']} matches: "
+            f"kornia {res['kornia_s']:.3f} s, ours {res['ours_s']:.3f} s, ratio {res['ratio']:.3f}"
+            f" (x{res['speedup']:.2f}); same matches {agree['same_matches']}, max keypoint "
+            f"difference {agree.get('max_keypoint_diff_px', float('nan')):.1e} px",
+            flush=True,
+        )
+        if "profile" in res:
+            for stage, t in res["profile"]["stages_s"].items():
+                print(f"  {stage:45s} kornia {t['kornia']:7.3f} s   ours {t['ours']:7.3f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "inference": results}, f, indent=2)
 
 
 if __name__ == "__main__":

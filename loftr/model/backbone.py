@@ -25,7 +25,7 @@ from kornia.feature.loftr.backbone import resnet_fpn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from loftr.model.fine import LazyFineMaps
+from loftr.model.fine import MAX_SPARSE_COVERAGE, LazyFineMaps
 
 # nn.LeakyReLU's default slope, used by the FPN output branches (SPEC §2.2)
 LEAKY_SLOPE = 0.01
@@ -59,6 +59,19 @@ class FoldedConv:
         self.padding = conv.padding
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[2:] == (1, 1) and x.is_contiguous(memory_format=torch.channels_last):
+            # a 1x1 convolution of a channels-last map is one matrix product over the pixels
+            # (oneDNN is not used for it and PyTorch's fallback is several times slower)
+            if self.stride != (1, 1):
+                x = x[:, :, :: self.stride[0], :: self.stride[1]]
+            n, c, h, w = x.shape
+            pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+            weight = self.weight.view(self.weight.shape[0], c).to(x.dtype)
+            if self.bias is None:
+                out = pixels @ weight.t()
+            else:
+                out = torch.addmm(self.bias.to(x.dtype), pixels, weight.t())
+            return out.view(n, h, w, -1).permute(0, 3, 1, 2)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
@@ -74,6 +87,8 @@ class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's cla
         # plain attributes, not buffers: nothing here reaches the state dict
         self._folded: dict[str, Any] | None = None
         self._folded_key: tuple | None = None
+        # share of the fine map above which LazyFineMaps convolves densely (fine.py)
+        self.max_sparse_coverage = MAX_SPARSE_COVERAGE
 
     # ------------------------------------------------------------------ folding cache
     def _state_key(self) -> tuple:
@@ -162,6 +177,7 @@ class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's cla
             conv1=folded["layer1_outconv2"][0],
             conv2=folded["layer1_outconv2"][1],
             leaky_slope=LEAKY_SLOPE,
+            max_sparse_coverage=self.max_sparse_coverage,
         )
         return x3_out, fine
 

@@ -61,6 +61,7 @@ class LoFTR(nn.Module):
         self.fine_windows_only = bool(cfg.get("fine_windows_only", True))
         self.compile = bool(cfg.get("compile", False))
         self._compiled: dict[str, Any] = {}  # plain attribute: not in the state dict
+        self.last_fine_plan: dict[str, Any] | None = None
 
     def forward(self, data: dict[str, Any]) -> None:
         """Match `image0` against `image1`, writing the original's output keys into `data`.
@@ -135,6 +136,8 @@ class LoFTR(nn.Module):
             feat_f0_win, feat_f1_win = self.fine_preprocess(
                 feat_f0, feat_f1, feat_c0, feat_c1, data
             )
+        # how the fine branch was computed (sparse or dense, coverages), for the benchmarks
+        self.last_fine_plan = getattr(feat_f0, "last_plan", None)
         with record_function("loftr/fine_transformer"):
             if feat_f0_win.shape[0] > 0:
                 loftr_fine = self._maybe_compiled("loftr_fine")

@@ -6,11 +6,13 @@ autograd runs the same maths with less work:
 
 - a 'self' layer transforms both images in one batch when their token counts agree (the layer's
   weights are shared, SPEC §2.4, and every operation is per sample);
+- many short sequences (the M fine windows) go through all layers a cache-sized group at a
+  time, samples being independent;
 - the q, k, v projections of a self layer are one matrix product (k, v of a cross layer another),
   with the concatenated weights cached until a parameter changes;
 - linear attention reduces over the sequence per head with batched products of the true
   `D x D` blocks, instead of a dense `(H D) x (H D)` product whose off-diagonal blocks are thrown
-  away, and the MLP's `concat([x, message])` becomes two accumulated products.
+  away.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from torch import nn
 
 # SPEC §2.4: Z = 1 / (phi(Q) . sum_s phi(K_s) + eps)
 LINEAR_ATTENTION_EPS = 1e-6
+# Tokens per group when many short sequences (the fine windows) go through the layers: small
+# enough that a group's activations stay in cache through all layers (and below glibc's 32 MB
+# mmap threshold, above which every temporary costs fresh zeroed pages).
+TOKENS_PER_CHUNK = 2048
 
 
 class MaskedFullAttention(nn.Module):
@@ -94,18 +100,21 @@ def linear_attention(
     """
     n, length, heads, dim = queries.shape
     s_len, dim_v = keys.shape[1], values.shape[3]
-    q = F.elu(queries).add_(1)
-    k = F.elu(keys).add_(1)
+    # head-major copies, (N H, L, D) and (N H, D, S), made first so that phi runs on contiguous
+    # memory (on the strided slices of a fused projection it is several times slower)
+    q_h = queries.permute(0, 2, 1, 3).clone(memory_format=torch.contiguous_format)
+    k_h = keys.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
+    F.elu(q_h, inplace=True).add_(1)
+    F.elu(k_h, inplace=True).add_(1)
     if q_mask is not None:
-        q = q * q_mask[:, :, None, None].to(q.dtype)
+        q_h.mul_(q_mask[:, None, :, None].to(q_h.dtype))
     if kv_mask is not None:
-        k = k * kv_mask[:, :, None, None].to(k.dtype)
+        k_h.mul_(kv_mask[:, None, None, :].to(k_h.dtype))
         values = values * kv_mask[:, :, None, None].to(values.dtype)
     values = values / s_len  # the original's fp16 guard, kept for identical rounding
-    # head-major copies: (N H, S, D) blocks for the batched products
-    k_h = k.permute(0, 2, 3, 1).reshape(n * heads, dim, s_len)
+    q_h = q_h.view(n * heads, length, dim)
+    k_h = k_h.view(n * heads, dim, s_len)
     v_h = values.permute(0, 2, 1, 3).reshape(n * heads, s_len, dim_v)
-    q_h = q.permute(0, 2, 1, 3).reshape(n * heads, length, dim)
     kv = torch.bmm(k_h, v_h)  # (N H, D, V)
     denominator = torch.bmm(q_h, k_h.sum(dim=2, keepdim=True)).add_(eps)  # (N H, L, 1)
     if q_mask is not None:
@@ -159,6 +168,32 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
                 f"{self.d_model}"
             )
         fused = self._fused_weights()
+        batch, length = feat0.shape[:2]
+        per_chunk = max(1, TOKENS_PER_CHUNK // max(length, feat1.shape[1]))
+        if batch > per_chunk:
+            # samples never interact: run the whole stack on cache-sized groups of them
+            outputs = [
+                self._fast_stack(
+                    fused,
+                    feat0[start : start + per_chunk],
+                    feat1[start : start + per_chunk],
+                    None if mask0 is None else mask0[start : start + per_chunk],
+                    None if mask1 is None else mask1[start : start + per_chunk],
+                )
+                for start in range(0, batch, per_chunk)
+            ]
+            return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+        return self._fast_stack(fused, feat0, feat1, mask0, mask1)
+
+    def _fast_stack(
+        self,
+        fused: list[dict[str, torch.Tensor]],
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        mask0: torch.Tensor | None,
+        mask1: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer on one group of samples (eval, no autograd)."""
         batch = feat0.shape[0]
         joint = feat0.shape == feat1.shape and (mask0 is None) == (mask1 is None)
         for layer, name, weights in zip(self.layers, self.layer_names, fused, strict=True):
@@ -177,22 +212,15 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
         return feat0, feat1
 
     def _fused_weights(self) -> list[dict[str, torch.Tensor]]:
-        """Per layer: `qkv` `(3C, C)`, `kv` `(2C, C)` and the MLP's halves, rebuilt on change."""
+        """Per layer: `qkv` `(3C, C)` and `kv` `(2C, C)` projection weights, rebuilt on change."""
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
         if self._fused is None or key != self._fused_key:
             with torch.no_grad():
                 fused = []
                 for layer in self.layers:
                     q, k, v = layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight
-                    first = layer.mlp[0].weight  # (2C, 2C) on concat([x, message])
-                    c = q.shape[1]
                     fused.append(
-                        {
-                            "qkv": torch.cat([q, k, v]).detach(),
-                            "kv": torch.cat([k, v]).detach(),
-                            "mlp_x": first[:, :c].t().contiguous(),
-                            "mlp_msg": first[:, c:].t().contiguous(),
-                        }
+                        {"qkv": torch.cat([q, k, v]).detach(), "kv": torch.cat([k, v]).detach()}
                     )
             self._fused, self._fused_key = fused, key
         return self._fused
@@ -233,11 +261,6 @@ def _fast_layer(
     else:
         message = layer.attention(q, k, v, q_mask=x_mask, kv_mask=source_mask)
     message = layer.norm1(F.linear(message.reshape(n, length, channels), layer.merge.weight))
-    # mlp[0] on concat([x, message]) as two accumulated products
-    hidden = torch.mm(x.reshape(-1, channels), weights["mlp_x"])
-    # explicit dtypes: under autocast LayerNorm returns fp32 while the products return bf16
-    hidden.addmm_(
-        message.reshape(-1, channels).to(hidden.dtype), weights["mlp_msg"].to(hidden.dtype)
-    ).relu_()
-    out = layer.norm2(F.linear(hidden, layer.mlp[2].weight).view(n, length, channels))
+    hidden = F.linear(torch.cat([x, message.to(x.dtype)], dim=2), layer.mlp[0].weight).relu_()
+    out = layer.norm2(F.linear(hidden, layer.mlp[2].weight))
     return out.add_(x) if out.dtype == torch.promote_types(out.dtype, x.dtype) else out + x

@@ -33,3 +33,6 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+bench: $(STAMP)
+	$(PY) experiments/bench/run_all.py $(ARGS)

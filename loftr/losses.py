@@ -145,23 +145,27 @@ class LoFTRLoss(nn.Module):
         conf = conf.clamp(CONF_EPS, 1 - CONF_EPS)
         alpha, gamma = self.focal_alpha, self.focal_gamma
 
-        if self.coarse_type == "cross_entropy":  # dense only (check_loss_config)
-            loss_pos = -conf[pos_mask].log()
-            loss_neg = -(1 - conf[neg_mask]).log()
+        if self.coarse_type == "cross_entropy" or not self.sparse_spvs:
+            # Dense supervision (cross-entropy is dense only, check_loss_config). The few
+            # positives are gathered; the negatives, nearly all L x S elements, are summed in
+            # place over the whole matrix under their mask and divided by their count: the mean
+            # over them without gathering them (a copy of the matrix, and a scatter back in the
+            # backward pass).
+            pos_index = pos_mask.nonzero(as_tuple=True)
+            pos_conf = conf[pos_index]
+            if self.coarse_type == "cross_entropy":
+                loss_pos = -pos_conf.log()
+                loss_neg = -(1 - conf).log()
+            else:
+                # Dense focal: alpha on the negatives too (SPEC §4.1, §10.7).
+                loss_pos = -alpha * (1 - pos_conf).pow(gamma) * pos_conf.log()
+                loss_neg = -alpha * conf.pow(gamma) * (1 - conf).log()
             if weight is not None:
-                loss_pos = loss_pos * weight[pos_mask]
-                loss_neg = loss_neg * weight[neg_mask]
-            return pos_w * _mean(loss_pos) + neg_w * _mean(loss_neg)
-
-        if not self.sparse_spvs:
-            # Dense focal: alpha on the negatives too, means over all elements (SPEC §4.1, §10.7).
-            pos_conf, neg_conf = conf[pos_mask], conf[neg_mask]
-            loss_pos = -alpha * (1 - pos_conf).pow(gamma) * pos_conf.log()
-            loss_neg = -alpha * neg_conf.pow(gamma) * (1 - neg_conf).log()
-            if weight is not None:
-                loss_pos = loss_pos * weight[pos_mask]
-                loss_neg = loss_neg * weight[neg_mask]
-            return pos_w * _mean(loss_pos) + neg_w * _mean(loss_neg)
+                loss_pos = loss_pos * weight[pos_index]
+                loss_neg = loss_neg * weight
+            # means over all elements of each kind, zero-weight ones included (SPEC §4.1)
+            mean_neg = torch.where(neg_mask, loss_neg, 0.0).sum() / neg_mask.sum().clamp(min=1)
+            return pos_w * _mean(loss_pos) + neg_w * mean_neg
 
         sinkhorn = self.match_type == "sinkhorn"
         inner = conf[:, :-1, :-1] if sinkhorn else conf

@@ -140,19 +140,16 @@ def compute_symmetrical_epipolar_errors(data: dict[str, Any]) -> None:
     """
     mkpts0, mkpts1, m_bids = data["mkpts0_f"], data["mkpts1_f"], data["m_bids"]
     E = _essential_from_T(data["T_0to1"].to(mkpts0.dtype))
-    errs = torch.empty(mkpts0.shape[0], dtype=mkpts0.dtype, device=mkpts0.device)
-    for b in range(data["T_0to1"].shape[0]):
-        mask = m_bids == b
-        if not bool(mask.any()):
-            continue
-        errs[mask] = symmetric_epipolar_distance(
-            mkpts0[mask],
-            mkpts1[mask],
-            E[b],
-            data["K0"][b].to(mkpts0.dtype),
-            data["K1"][b].to(mkpts0.dtype),
-        )
-    data["epi_errs"] = errs
+    # every match at once, each with its own pair's E, K0, K1: (M, 1, 2) points, (M, 3, 3)
+    b = m_bids.long()
+    errs = symmetric_epipolar_distance(
+        mkpts0[:, None, :],
+        mkpts1[:, None, :],
+        E[b],
+        data["K0"].to(mkpts0.dtype)[b],
+        data["K1"].to(mkpts0.dtype)[b],
+    )
+    data["epi_errs"] = errs[:, 0]
 
 
 # --------------------------------------------------------------------------------------------

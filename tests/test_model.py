@@ -496,3 +496,21 @@ def test_in_place_dual_softmax_equals_the_autograd_one():
     torch.testing.assert_close(fast["conf_matrix"], ref["conf_matrix"].detach())
     assert (fast["conf_matrix"][0, 40:] == 0).all()
     assert torch.equal(fast["j_ids"], ref["j_ids"])
+
+
+@pytest.mark.slow  # compiling with inductor takes about a minute on a cold cache
+def test_compile_switch_gives_the_same_matches():
+    torch.manual_seed(0)
+    cfg = paper_config(thr=0.0, border_rm=0)
+    eager = _realistic_fine_scale(LoFTR(cfg).eval())
+    compiled = LoFTR(cfg | {"compile": True}).eval()
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.compile and set(compiled.state_dict()) == set(eager.state_dict())
+    i0, i1 = textured_pair(shift=(4, 6), size=(64, 96))
+    data = {"image0": i0, "image1": i1}
+    ref = _run(eager, data)
+    for _ in range(2):  # the second call reuses the compiled graphs
+        got = _run(compiled, data)
+    assert set(compiled._compiled) == {"backbone_trunk", "loftr_coarse", "loftr_fine"}
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # nothing compiled is saved
+    _assert_same_matches(got, ref, atol=1e-3)

@@ -166,6 +166,8 @@ class LoFTR(nn.Module):
         if name not in self._compiled:
             target = backbone_trunk if name == "backbone_trunk" else getattr(self, name)
             self._compiled[name] = torch.compile(target, dynamic=name == "loftr_fine")
+        if name != "backbone_trunk" and hasattr(getattr(self, name), "_fused_weights"):
+            getattr(self, name)._fused_weights()  # filled before tracing: no guard flips later
         return self._compiled[name]
 
     def load_state_dict(

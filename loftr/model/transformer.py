@@ -211,6 +211,7 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
                 raise KeyError(f"layer name {name!r}: use 'self' or 'cross'")
         return feat0, feat1
 
+    @torch.compiler.disable  # a cache keyed by tensor versions: plain Python, not traced
     def _fused_weights(self) -> list[dict[str, torch.Tensor]]:
         """Per layer: `qkv` `(3C, C)` and `kv` `(2C, C)` projection weights, rebuilt on change."""
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())

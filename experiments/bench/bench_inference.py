@@ -113,29 +113,31 @@ def profile_sections(
 
 
 def agreement(ref_out: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, Any]:
-    """Same matches? Largest keypoint (px) and confidence differences, over common matches."""
+    """Same matches? Largest keypoint (px) and confidence differences over the common matches.
+
+    A match is identified by its image-0 cell (`keypoints0`, exact grid points) and its image-1
+    cell (`keypoints1` rounded to the coarse grid: the fine offset is at most 4 px).
+    """
+    stride = int(data["stride_c"])
     ours_k0, ours_k1 = data["mkpts0_f"].float(), data["mkpts1_f"].float()
     ref_k0, ref_k1 = ref_out["keypoints0"].float(), ref_out["keypoints1"].float()
     result: dict[str, Any] = {"matches_ours": len(ours_k0), "matches_kornia": len(ref_k0)}
-    if ours_k0.shape == ref_k0.shape and torch.equal(ours_k0, ref_k0):
-        result["same_matches"] = True
-        diff = (ours_k1 - ref_k1).abs()
-        result["max_keypoint_diff_px"] = float(diff.max()) if len(diff) else 0.0
-        result["max_confidence_diff"] = (
-            float((data["mconf"].float() - ref_out["confidence"].float()).abs().max())
-            if len(diff)
-            else 0.0
-        )
-    else:
-        # compare on the cells both found (keypoints0 are exact coarse-grid positions)
-        key = lambda k: (k[:, 0] * 1e5 + k[:, 1]).tolist()  # noqa: E731
-        ours_index = {v: i for i, v in enumerate(key(ours_k0))}
-        pairs = [(ours_index[v], i) for i, v in enumerate(key(ref_k0)) if v in ours_index]
-        result["same_matches"] = False
-        result["common_matches"] = len(pairs)
-        if pairs:
-            o, r = (torch.tensor(p) for p in zip(*pairs, strict=True))
-            result["max_keypoint_diff_px"] = float((ours_k1[o] - ref_k1[r]).abs().max())
+
+    def keys(k0: torch.Tensor, k1: torch.Tensor) -> list[tuple[float, ...]]:
+        cells1 = torch.round(k1 / stride)
+        return [tuple(row) for row in torch.cat([k0, cells1], 1).tolist()]
+
+    ours_index = {key: i for i, key in enumerate(keys(ours_k0, ours_k1))}
+    pairs = [
+        (ours_index[key], i) for i, key in enumerate(keys(ref_k0, ref_k1)) if key in ours_index
+    ]
+    result["common_matches"] = len(pairs)
+    result["same_matches"] = len(pairs) == len(ours_k0) == len(ref_k0)
+    if pairs:
+        o, r = (torch.tensor(p) for p in zip(*pairs, strict=True))
+        result["max_keypoint_diff_px"] = float((ours_k1[o] - ref_k1[r]).abs().max())
+        conf_diff = data["mconf"].float()[o] - ref_out["confidence"].float()[r]
+        result["max_confidence_diff"] = float(conf_diff.abs().max())
     return result
 
 

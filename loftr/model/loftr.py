@@ -33,8 +33,17 @@ class LoFTR(nn.Module):
     Lightning checkpoints load with or without the `matcher.` prefix, and `kornia.feature.LoFTR`
     loads this model's `state_dict()` strictly.
 
+    In eval mode without autograd (validation, testing, matching) the same maths runs faster:
+    BatchNorm folded into a cached copy of the convolutions, channels-last maps, the fine branch
+    computed only around the windows the coarse matches select, fused transformer layers and an
+    in-place dual softmax (backbone.py, fine.py, transformer.py, coarse_matching.py). Training,
+    or any forward autograd records, runs kornia's module code.
+
     Args:
-        config: the `model` node (SPEC §1.2 keys, lower-cased), a DictConfig or a mapping.
+        config: the `model` node (SPEC §1.2 keys, lower-cased), a DictConfig or a mapping. Two
+            optional keys tune inference only: `fine_windows_only` (default true: the fine
+            branch around the selected windows; false: over the whole map) and `compile`
+            (default false: `torch.compile` the backbone trunk and both transformers).
 
     Example:
         >>> from hydra import compose, initialize_config_dir

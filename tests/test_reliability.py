@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
+from run_helpers import wait_for_last_checkpoint
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
@@ -70,10 +70,7 @@ def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    last = wait_for_last_checkpoint(proc, tmp_path)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, err[-2000:]

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from loftr.lightning.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from run_helpers import wait_for_last_checkpoint  # noqa: E402
 from wandb_records import config_keys, history_rows  # noqa: E402
 
 
@@ -106,10 +106,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_last_checkpoint(proc, killed)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _, _, step_at_kill = _final_state(killed)

@@ -8,7 +8,9 @@ modules read, and `validate_model_config` rejects values the model cannot run wi
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -135,3 +137,30 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
             f"{stride} (model.resolution)"
         )
     model_config(cfg["model"])
+
+
+def run_id(time_format: str) -> str:
+    """The last part of the default run directory (`${loftr.run_id:FORMAT}`), one for all nodes.
+
+    Ranks cannot talk before the process group exists, so every node derives the name from what
+    they share: torchrun's rendezvous id (`--rdzv-id`), or the job and step ids of a multi-task
+    SLURM job. A restarted or requeued job finds the same directory and continues its
+    `last.ckpt`. A single process tree is named by its start time (`time_format`).
+    """
+    env = os.environ
+    elastic = env.get("TORCHELASTIC_RUN_ID")
+    if elastic and elastic != "none":
+        return f"torchrun-{elastic}"
+    if elastic == "none" and int(env.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "torchrun without --rdzv-id: its processes cannot agree on a run directory; pass "
+            "torchrun --rdzv-id JOB_ID (the same on every node) or hydra.run.dir=DIR"
+        )
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
+        step = env.get("SLURM_STEP_ID")
+        return f"slurm-{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
+    return datetime.now().strftime(time_format)
+
+
+if not OmegaConf.has_resolver("loftr.run_id"):
+    OmegaConf.register_new_resolver("loftr.run_id", run_id, use_cache=True)

@@ -3,7 +3,7 @@
 python -m loftr.train                                  # synthetic data, CPU, minutes
 python -m loftr.train matcher=ot supervision=sparse --cfg job --resolve
 python -m loftr.train experiment=indoor_ds hardware=gpus4 accumulate=16
-python -m loftr.train ckpt_path=last                   # resume the newest run of this name
+python -m loftr.train hydra.run.dir=outputs/default/DIR ckpt_path=last   # resume that run
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
         step = result["trainer"].global_step
         print(
             f"stopped by {result['stopped_by']} after step {step}; last.ckpt holds it: resume "
-            f"with the same command and hydra.run.dir={cfg.run_dir} (or ckpt_path=last)"
+            f"with the same command and hydra.run.dir={cfg.run_dir}"
         )
         raise SystemExit(128 + signal.Signals[result["stopped_by"]].value)
     # a sweeper optimising the run reads this: the mean AUC@10 over the validation sets

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,9 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from loftr.lightning.checkpoints import LAST_CHECKPOINT, atomic_write
 from loftr.lightning.module import gather_objects
 from loftr.viz import figure_to_array, make_evaluation_figure
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 class LastCheckpoint(L.Callback):
@@ -31,8 +30,9 @@ class LastCheckpoint(L.Callback):
     all-reduce per step) and the run stops cleanly, so SLURM preemption loses nothing. A second
     Ctrl+C interrupts at once. SIGKILL loses at most the steps since the last refresh; the run
     resumes exactly with `ckpt_path=last` (the checkpoint holds the sampler position and the RNG
-    states). Lightning writes checkpoints through a temporary file and a rename (fsspec
-    transaction), so a crash while writing leaves the previous `last.ckpt` intact.
+    states). Checkpoints are written beside their destination and renamed over it
+    (`loftr.lightning.checkpoints.AtomicCheckpointIO`), so a crash while writing leaves the
+    previous `last.ckpt` intact.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
@@ -164,7 +164,7 @@ class ValidationReport(L.Callback):
             folder = self.run_dir / "figures" / f"epoch={trainer.current_epoch}" / names[index]
             folder.mkdir(parents=True, exist_ok=True)
             for i, (_, image) in enumerate(figures):
-                plt.imsave(folder / f"pair-{i}.png", image)
+                atomic_write(folder / f"pair-{i}.png", partial(plt.imsave, arr=image, format="png"))
             if wandb_logger is not None and figures:
                 wandb_logger.log_image(
                     key=f"val_match_{names[index]}/evaluation",
@@ -248,6 +248,4 @@ class MetricsJson(L.Callback):
             "wall_time_s": round(time.time() - self.start, 1),
             **extra,
         }
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(content, indent=2))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda f: f.write(json.dumps(content, indent=2).encode()))

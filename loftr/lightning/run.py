@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import netrc
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from loftr.config import validate_run_config
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.errors import CheckpointError, ConfigError
-from loftr.lightning.callbacks import LAST_CHECKPOINT, LastCheckpoint, MetricsJson, ValidationReport
+from loftr.errors import ConfigError
+from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
+from loftr.lightning.checkpoints import (
+    LAST_CHECKPOINT,
+    AtomicCheckpointIO,
+    ResumeGuard,
+    RunLock,
+    remove_leftovers,
+    resolve_ckpt_path,
+)
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
 
@@ -65,51 +72,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Logg
     )
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """The checkpoint a run resumes from, or None for a fresh start.
-
-    - null: none, unless the run directory already holds `last.ckpt` (a requeued SLURM job, or
-      a command rerun with the same `hydra.run.dir`): the run then continues from it.
-    - `last`: this run's `last.ckpt`, else the newest one of a sibling run of the same name
-      (Hydra gives every run its own directory `outputs/<name>/<time>`).
-    - a path: that file.
-    """
-    own = run_dir / "checkpoints" / LAST_CHECKPOINT
-    if ckpt_path is None:
-        if own.is_file():
-            rank_zero_info(f"{own} exists: continuing that run")
-            return readable_checkpoint(own)
-        return None
-    if ckpt_path != "last":
-        return readable_checkpoint(Path(ckpt_path))
-    if own.is_file():
-        return readable_checkpoint(own)
-    candidates = sorted(
-        run_dir.parent.glob(f"*/checkpoints/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
-    )
-    if not candidates:
-        raise CheckpointError(
-            f"ckpt_path=last: no {LAST_CHECKPOINT} under {run_dir.parent}/*/checkpoints; "
-            "start a run first or pass a checkpoint path"
-        )
-    return readable_checkpoint(candidates[-1])
-
-
-def readable_checkpoint(path: Path) -> str:
-    """`path` if it is a complete checkpoint file, else a CheckpointError naming it."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip: a cut file has no directory
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch checkpoint; resume from another "
-            "checkpoint (ckpt_path=PATH) or start afresh"
-        )
-    return str(path)
-
-
 def cluster_plugins() -> list:
-    """Under SLURM, leave requeueing to the submitit launcher (one mechanism, not two)."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    """Atomic checkpoint writes; under SLURM, leave requeueing to the submitit launcher (one
+    mechanism, not two)."""
+    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    return [AtomicCheckpointIO(), *slurm]
 
 
 def build_trainer(
@@ -158,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate_run_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     L.seed_everything(cfg.seed, workers=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     datamodule = LoFTRDataModule(
@@ -202,8 +170,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         last,
         ValidationReport(run_dir, cfg.logger.n_val_pairs_to_plot, cfg.eval.epi_err_thr),
         MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
+        ResumeGuard(run_dir, ckpt_path, config),
     ]
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
+    lock = RunLock(run_dir)
+    if trainer.is_global_zero:  # the one writer of the run directory's shared files
+        lock.acquire()
+        remove_leftovers(run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.config.update(
             {"parameters": summary["parameters"]}, allow_val_change=True
@@ -212,13 +185,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir),
+            ckpt_path=ckpt_path,
             weights_only=True,  # a checkpoint cannot run code (DESIGN "differs" 5)
         )
     finally:
         report_run(run_dir, best, logger, trainer)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
+        if trainer.is_global_zero:
+            lock.release()
     return {
         "metrics": module.validation_results,
         "best_ckpt": best.best_model_path or None,

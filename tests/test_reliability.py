@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -15,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
 from run_helpers import wait_for_last_checkpoint
 
@@ -83,16 +83,18 @@ def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum)
 
 
 def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
-    real_write, calls = LocalFileOpener.write, {"n": 0}
+    real_save, calls = torch.save, {"n": 0}
 
-    def crash_on_second_checkpoint(self, data):
+    def crash_on_second_checkpoint(obj, f, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # the step-4 save: half the bytes reach the disk, then the crash
-            real_write(self, data[: len(data) // 2])
+            data = io.BytesIO()
+            real_save(obj, data, *args, **kwargs)
+            f.write(data.getvalue()[: len(data.getvalue()) // 2])
             raise OSError("simulated crash while writing")
-        return real_write(self, data)
+        return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(LocalFileOpener, "write", crash_on_second_checkpoint)
+    monkeypatch.setattr(torch, "save", crash_on_second_checkpoint)
     cfg = compose_cfg(
         f"run_dir={tmp_path}", "trainer.limit_train_batches=6", "checkpoint.every_n_train_steps=2"
     )

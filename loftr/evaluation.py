@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from loftr.data.datamodule import LoFTRDataModule
+from loftr.lightning.checkpoints import atomic_write
 from loftr.metrics import (
     Protocol,
     aggregate_metrics,
@@ -145,9 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         records = export_predictions(matcher, datamodule.test_dataloader(), device)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(records, tmp)
-        tmp.replace(cache)
+        atomic_write(cache, lambda f: torch.save(records, f))
     metrics, rows = evaluate_predictions(records, eval_cfg)
     protocol = Protocol(
         # named like a validation set (the list's stem), so the same files are one protocol
@@ -168,7 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "n_pairs": len(records),
         "cache": str(cache),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic_write(run_dir / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return {**result, "rows": rows, "cached": cached}
 
 

@@ -152,9 +152,11 @@ def run_id(time_format: str) -> str:
     if elastic and elastic != "none":
         return f"torchrun-{elastic}"
     if elastic == "none" and int(env.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "torchrun without --rdzv-id: its processes cannot agree on a run directory; pass "
-            "torchrun --rdzv-id JOB_ID (the same on every node) or hydra.run.dir=DIR"
+        # an exit, not an exception: Hydra resolves this before the run, where an exception
+        # would end in its traceback instead of this line
+        raise SystemExit(
+            "error: torchrun without --rdzv-id: its processes cannot agree on a run directory; "
+            "pass torchrun --rdzv-id JOB_ID (the same on every node) or hydra.run.dir=DIR"
         )
     if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
         step = env.get("SLURM_STEP_ID")

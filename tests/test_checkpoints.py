@@ -248,7 +248,7 @@ def test_every_node_of_a_job_gets_one_run_directory(monkeypatch):
 def test_torchrun_without_a_shared_id_is_refused(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's value without --rdzv-id
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(Exception, match=r"torchrun --rdzv-id JOB_ID"):
+    with pytest.raises(SystemExit, match=r"pass torchrun --rdzv-id JOB_ID"):
         OmegaConf.to_container(compose_cfg(hydra=True).hydra.run, resolve=True)
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -213,22 +214,44 @@ def test_a_second_command_on_a_live_run_directory_is_refused(tmp_path):
     assert not (run_dir / ".lock").exists()  # the first run let go of it when it stopped
 
 
-def test_a_lock_of_a_dead_process_is_taken_over_another_hosts_is_refused(tmp_path):
+def test_stale_locks_are_taken_over_and_live_ones_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     lock = checkpoints.RunLock(tmp_path)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
-    lock.acquire()
-    assert lock.holder()["pid"] == os.getpid()
-    lock.release()
-    assert not lock.path.exists()
-    lock.path.write_text(json.dumps({"host": "node17", "pid": 1, "since": "yesterday"}))
-    with pytest.raises(CheckpointError, match=r"in use by pid 1 on node17 since yesterday"):
+
+    def held_by(age_s: float = 0, **holder) -> None:
+        lock.path.write_text(json.dumps({"since": "08:00", **holder}))
+        os.utime(lock.path, (time.time() - age_s, time.time() - age_s))
+
+    def takes_over() -> None:
         lock.acquire()
+        assert lock.holder()["pid"] == os.getpid()
+        lock.release()
+        assert not lock.path.exists()
+
+    child = subprocess.Popen([sys.executable, "-c", "print()"])
+    child.wait()
+    held_by(host=socket.gethostname(), pid=child.pid)  # this host, process gone
+    takes_over()
+    held_by(host="node17", pid=1, job="slurm-777")  # an earlier start of this SLURM job
+    takes_over()
+    held_by(age_s=3600, host="node17", pid=1, job="slurm-1")  # its heartbeat stopped an hour ago
+    takes_over()
+    held_by(host="node17", pid=1, job="slurm-1")  # another job, alive on another host
+    with pytest.raises(CheckpointError, match=r"in use by pid 1 on node17 since 08:00"):
+        lock.acquire()
+
+
+def test_the_lock_holder_keeps_its_lock_fresh(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints.RunLock, "HEARTBEAT_S", 0.05)
+    lock = checkpoints.RunLock(tmp_path)
+    lock.acquire()
+    os.utime(lock.path, (0, 0))
+    deadline = time.time() + 60
+    while lock.path.stat().st_mtime < time.time() - 3600 and time.time() < deadline:
+        time.sleep(0.05)
+    lock.release()
+    assert time.time() < deadline, "the heartbeat never touched the lock"
 
 
 # ---------------------------------------------------------------- 8: one directory per job

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -101,16 +102,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # ------------------------------------------------------------------------------- the lock
 class RunLock:
-    """`<run_dir>/.lock`, created exclusively (O_EXCL, atomic on local disks, NFS and Lustre)
-    and naming the host and pid that hold it.
+    """`<run_dir>/.lock`, created exclusively (O_EXCL, atomic on local disks, NFS and Lustre),
+    naming the host, pid and job that hold it; the holder touches it every `HEARTBEAT_S`.
 
-    A lock of this host whose process is gone is stale and taken over; a live holder, or one
-    on another host (whose processes cannot be checked from here), is refused, naming it.
+    A lock is stale, and taken over, when its process is gone on this host, when another host
+    holds it for an earlier start of this job (a requeued SLURM job, a restarted torchrun: the
+    same job id), or when its heartbeat stopped `STALE_AFTER_S` ago (a dead holder elsewhere).
+    Any other lock is refused, naming its holder.
     """
+
+    HEARTBEAT_S = 30.0
+    STALE_AFTER_S = 300.0
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_FILE
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def holder(self) -> dict[str, Any] | None:
         try:
@@ -118,16 +126,26 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def _is_stale(self, holder: dict[str, Any] | None) -> bool:
-        if holder is None or holder.get("host") != self.owner["host"]:
-            return False
+    def _stale_because(self, holder: dict[str, Any] | None) -> str | None:
         try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+            silent = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return "it is gone"
+        if silent > self.STALE_AFTER_S:
+            return f"no heartbeat for {silent:.0f} s"
+        if holder is None:
+            return None
+        if holder.get("host") == self.owner["host"]:
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return f"pid {holder['pid']} is dead"
+            except PermissionError:
+                pass
+            return None  # a live process of this host
+        if holder.get("job") is not None and holder.get("job") == self.owner["job"]:
+            return f"it is an earlier start of job {holder['job']}"
+        return None
 
     def acquire(self) -> None:
         for _ in range(2):
@@ -135,17 +153,27 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self.holder()
-                if not self._is_stale(holder):
+                reason = self._stale_because(holder)
+                if reason is None:
                     raise CheckpointError(self._refusal(holder)) from None
-                rank_zero_info(f"{self.path}: removing the stale lock of dead pid {holder['pid']}")
+                rank_zero_info(f"{self.path}: taking over a stale lock ({reason})")
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({**self.owner, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
                 f.flush()
                 os.fsync(f.fileno())
+            self._heartbeat = threading.Thread(target=self._beat, daemon=True)
+            self._heartbeat.start()
             return
         raise CheckpointError(f"{self.path}: another process took the lock while this one started")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
 
     def _refusal(self, holder: dict[str, Any] | None) -> str:
         who = (
@@ -160,9 +188,20 @@ class RunLock:
         )
 
     def release(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
         holder = self.holder() or {}
         if (holder.get("host"), holder.get("pid")) == (self.owner["host"], self.owner["pid"]):
             self.path.unlink(missing_ok=True)
+
+
+def _job_id() -> str | None:
+    """The scheduler's id of this job, kept across its restarts, if it has one."""
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID")
+    if elastic and elastic != "none":
+        return f"torchrun-{elastic}"
+    return f"slurm-{os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else None
 
 
 # ---------------------------------------------------------------------------- what resumes

@@ -162,7 +162,3 @@ def run_id(time_format: str) -> str:
         step = env.get("SLURM_STEP_ID")
         return f"slurm-{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
     return datetime.now().strftime(time_format)
-
-
-if not OmegaConf.has_resolver("loftr.run_id"):
-    OmegaConf.register_new_resolver("loftr.run_id", run_id, use_cache=True)

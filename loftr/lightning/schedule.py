@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from omegaconf import ListConfig, OmegaConf
 
+from loftr.config import run_id
 from loftr.errors import ConfigError
 
 __all__ = [
@@ -407,11 +408,16 @@ def register_resolvers() -> None:
     - ``${loftr.scaled_warmup_steps:canonical_warmup_steps,devices,num_nodes,batch_size,
       accumulate,canonical_bs}``
 
+    - ``${loftr.run_id:time_format}``: the default run directory's name (`loftr.config.run_id`),
+      computed once per process
+
     Entry points must import this module before Hydra composes (it registers on import).
     """
     for name, fn in _RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+    if not OmegaConf.has_resolver("loftr.run_id"):
+        OmegaConf.register_new_resolver("loftr.run_id", run_id, use_cache=True)
 
 
 register_resolvers()

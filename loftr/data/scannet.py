@@ -18,8 +18,10 @@ import torch
 from torch.utils.data import Dataset
 
 from loftr.data.io import (
+    check_depth,
     check_dir,
     check_file,
+    check_matrix,
     load_intrinsics,
     load_scannet_pairs,
     read_gray,
@@ -160,6 +162,7 @@ class ScanNetDataset(Dataset):
                 f"{' ...' if len(absent) > 10 else ''} listed in {npz_path}"
             )
         self.intrinsics = {s: intrinsics[s] for s in scenes}
+        self.intrinsic_path = intrinsic_path
         missing = [s for s in scenes if not (self.root_dir / s).is_dir()]
         if missing:
             raise DataError(
@@ -199,6 +202,8 @@ class ScanNetDataset(Dataset):
                 f"depth map {path} is {depth.shape[1]}x{depth.shape[0]}; ScanNet depth (and its "
                 f"intrinsics) must be {SCANNET_DEPTH_SIZE[0]}x{SCANNET_DEPTH_SIZE[1]} (SPEC §5.2)"
             )
+        if self.mode == "train":
+            check_depth(depth, path)  # a pair without any depth cannot supervise
         return torch.from_numpy(depth)
 
     def _read_world_to_camera(self, scene: str, frame: int) -> np.ndarray:
@@ -214,7 +219,8 @@ class ScanNetDataset(Dataset):
         depth0 = self._read_depth(scene, frame0)
         depth1 = self._read_depth(scene, frame1)
 
-        K = torch.tensor(self.intrinsics[scene], dtype=torch.float32).reshape(3, 3)
+        K = check_matrix(self.intrinsics[scene], f"intrinsics of {scene} in {self.intrinsic_path}")
+        K = torch.tensor(K, dtype=torch.float32)
         w2c0 = self._read_world_to_camera(scene, frame0)
         w2c1 = self._read_world_to_camera(scene, frame1)
         T_0to1 = torch.tensor(w2c1 @ np.linalg.inv(w2c0), dtype=torch.float32)[:4, :4]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -10,14 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
+from test_reliability import SCENE, assert_nothing_half_written, compose_cfg, scannet_copy
 from torch.utils.data import ConcatDataset
 
+from loftr.data.datamodule import LoFTRDataModule
 from loftr.data.sampler import RandomConcatSampler
+from loftr.errors import DataError
+from loftr.lightning.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "data/synthetic/scannet"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
 
 
 def run_to_end(command: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -96,3 +108,72 @@ def test_ddp_ranks_run_the_same_steps_when_a_scene_has_no_usable_pair(tmp_path):
     assert "have no pair above min_overlap_score_train" in output
     metrics = (run_dir / "metrics.json").read_text()
     assert '"global_step": 4' in metrics
+
+
+# ------------------------------------------------------ unusable pairs during training
+def one_scene_run(tmp_path: Path):
+    """A copy of one synthetic scene, its training config and the run's first draws."""
+    paths = scannet_copy(tmp_path)
+    cfg = compose_cfg(
+        f"run_dir={tmp_path / 'run'}",
+        "logger=csv",
+        f"dataset.train_data_root={paths['root']}",
+        f"dataset.train_npz_root={paths['npz']}",
+        f"dataset.train_list_path={paths['list']}",
+    )
+    datamodule = LoFTRDataModule(cfg.dataset, seed=cfg.seed)
+    datamodule.setup("fit")
+    draws = datamodule.train_sampler.epoch_indices().tolist()
+    return paths, cfg, datamodule.train_dataset, draws
+
+
+def frame_of(dataset, idx: int) -> int:
+    """The first frame of pair ``idx``."""
+    return int(dataset[idx]["pair_names"][0].split("/")[-1].split(".")[0])
+
+
+def truncate_image(scene: Path, frame: int) -> str:
+    path = scene / "color" / f"{frame}.jpg"
+    path.write_bytes(path.read_bytes()[:-200])
+    return rf"image {re.escape(str(path))} is truncated"
+
+
+def zero_depth(scene: Path, frame: int) -> str:
+    path = scene / "depth" / f"{frame}.png"
+    cv2.imwrite(str(path), np.zeros((480, 640), np.uint16))
+    return rf"depth map {re.escape(str(path))} has no valid pixel"
+
+
+def singular_pose(scene: Path, frame: int) -> str:
+    path = scene / "pose" / f"{frame}.txt"
+    np.savetxt(path, np.diag([1.0, 1.0, 0.0, 1.0]))
+    return rf"pose file {re.escape(str(path))} is a singular matrix"
+
+
+@pytest.mark.parametrize("breaker", [truncate_image, zero_depth, singular_pose])
+def test_an_unusable_pair_mid_epoch_is_skipped_counted_and_training_goes_on(tmp_path, breaker):
+    paths, cfg, dataset, draws = one_scene_run(tmp_path)
+    message = breaker(paths["root"] / SCENE, frame_of(dataset, draws[1]))  # hit at step 2
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # every batch trained, on a stand-in pair
+    (skipped,) = ckpt["skipped_pairs"]  # one rank
+    assert skipped and all(re.search(rf"pair \d+ of .*{SCENE}.npz: {message}", s) for s in skipped)
+    rows = list(csv.DictReader((tmp_path / "run/csv/metrics.csv").open()))
+    counts = [float(r["train/skipped_pairs"]) for r in rows if r.get("train/skipped_pairs")]
+    assert counts[0] == 0 and counts[-1] == len(skipped)
+
+
+def test_more_unusable_pairs_than_the_cap_stop_the_run_naming_them(tmp_path):
+    paths, cfg, dataset, draws = one_scene_run(tmp_path)
+    # every image but those of the pair 5 after the first draw: 5 pairs fail before it loads
+    good = dataset[(draws[0] + 5) % len(dataset)]["pair_names"]
+    for image in (paths["root"] / SCENE / "color").iterdir():
+        if f"{SCENE}/color/{image.name}" not in good:
+            truncate_image(paths["root"] / SCENE, int(image.stem))
+    cfg.trainer.max_skipped_pairs = 2
+    pattern = r"3 training pairs could not be used \(trainer.max_skipped_pairs=2\): pair \d+ of "
+    with pytest.raises(DataError, match=pattern + rf".*{SCENE}/color/\d+\.jpg is truncated"):
+        train(cfg)
+    assert not (tmp_path / "run/checkpoints").exists()
+    assert_nothing_half_written(tmp_path / "run")

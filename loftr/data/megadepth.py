@@ -8,7 +8,9 @@ zero-padded to 2000x2000 so batches collate.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +272,38 @@ class MegaDepthDataset(Dataset):
         if rel is None:
             raise DataError(f"scene info {self.npz_path} has no {what} path for image slot {idx}")
         return self.root_dir / str(rel)
+
+    def file_checks(self) -> Iterator[tuple[str, Callable[[], object]]]:
+        """``(file, check)`` for every file and camera the index names, read as an item reads it.
+
+        Per image slot of any pair: its image, depth map (unless in test mode; with a valid pixel
+        in training), intrinsics and pose; a check raises :class:`~loftr.errors.DataError`.
+        """
+        slots = sorted({int(i) for (pair, _overlap, _central) in self.pair_infos for i in pair})
+        for i in slots:
+            image = functools.partial(self._path, self.image_paths, i, "image")
+            yield self._name(self.image_paths, i, "image"), lambda image=image: read_gray(image())
+            if self.mode != "test":
+                depth = functools.partial(self._path, self.depth_paths, i, "depth")
+                yield (
+                    self._name(self.depth_paths, i, "depth"),
+                    lambda image=image, depth=depth: read_megadepth_depth_padded(
+                        depth(), self.depth_pad_to, image_size(image()), self.mode == "train"
+                    ),
+                )
+            for values, what, shape in (
+                (self.intrinsics, "intrinsics", (3, 3)),
+                (self.poses, "pose", (4, 4)),
+            ):
+                yield (
+                    f"{what} of image slot {i} in {self.npz_path}",
+                    functools.partial(self._matrix, values, i, what, shape),
+                )
+
+    def _name(self, paths: np.ndarray, idx: int, what: str) -> str:
+        rel = paths[idx]
+        missing = f"{what} of image slot {idx} in {self.npz_path}"
+        return str(self.root_dir / str(rel)) if rel is not None else missing
 
     def _matrix(
         self, values: np.ndarray, idx: int, what: str, shape: tuple[int, int]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,33 @@ class ScanNetDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.data_names)
+
+    def file_checks(self) -> Iterator[tuple[str, Callable[[], object]]]:
+        """``(file, check)`` for every file the index names, each read as an item reads it.
+
+        The scenes' intrinsics, then per frame of any pair its image, depth map (unless in test
+        mode) and pose; a check raises :class:`~loftr.errors.DataError` naming what is wrong.
+        """
+        for scene in self.scene_names():
+            what = f"intrinsics of {scene} in {self.intrinsic_path}"
+            yield what, functools.partial(check_matrix, self.intrinsics[scene], what)
+        names = self.data_names.astype(np.int64)
+        frames = np.unique(np.concatenate([names[:, [0, 1, 2]], names[:, [0, 1, 3]]]), axis=0)
+        for scene_id, sub_scene_id, frame in frames.tolist():
+            scene = _scene_name(scene_id, sub_scene_id)
+            yield (
+                str(self.root_dir / scene / "color" / f"{frame}.jpg"),
+                functools.partial(self._read_image, scene, frame),
+            )
+            if self.mode != "test":
+                yield (
+                    str(self.root_dir / scene / "depth" / f"{frame}.png"),
+                    functools.partial(self._read_depth, scene, frame),
+                )
+            yield (
+                str(self.pose_dir / scene / "pose" / f"{frame}.txt"),
+                functools.partial(self._read_world_to_camera, scene, frame),
+            )
 
     def _read_image(self, scene: str, frame: int) -> torch.Tensor:
         path = self.root_dir / scene / "color" / f"{frame}.jpg"

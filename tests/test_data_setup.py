@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 from test_data_helpers import (
@@ -220,3 +221,22 @@ def test_check_reads_every_file_and_names_each_broken_one(
     assert f"depth map {train / 'scene0001_00' / 'depth' / '2.png'} does not exist" in out
     assert f"depth map {train / 'scene0001_00' / 'depth' / '0.png'} has no valid pixel" in out
     assert "checked 27 files and cameras: 4 with a problem" in out
+
+
+def test_check_megadepth_reads_each_shared_image_once(
+    raw_megadepth: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    r = raw_megadepth
+    argv = ["megadepth", "--train", str(r["root"]), "--indices", str(r["indices"])]
+    argv += ["--assets", str(r["assets"]), "--data-dir", str(r["data"]), "--check"]
+    assert main(argv) == 0
+    # train 0015 and val 0022: 3 slots x (image, depth, K, pose); test 0022: K and pose only,
+    # its images are the val ones
+    assert "checked 30 files and cameras: all readable" in capsys.readouterr().out
+    depth = r["root"] / "phoenix/S6/zl548/MegaDepth_v1/0015/dense0/depths/0001.h5"
+    with h5py.File(depth, "w") as f:
+        f.create_dataset("depth", data=np.ones((5, 5), dtype=np.float32))
+    assert main(["megadepth", "--verify-only", "--check", "--data-dir", str(r["data"])]) == 1
+    out = capsys.readouterr().out
+    assert f"BAD      depth map {r['data'] / 'megadepth/train'}" in out and "0001.h5 is 5x5" in out
+    assert "checked 30 files and cameras: 1 with a problem" in out

@@ -102,10 +102,11 @@ class LoFTRModule(L.LightningModule):
         total = int(self.trainer.strategy.reduce(count, reduce_op="sum").item())
         if total > self.max_skipped_pairs:
             pairs = [line for lines in gather_objects(self.skipped_pairs) for line in lines]
+            more = f" | and {len(pairs) - 20} more, each logged above" if len(pairs) > 20 else ""
             raise DataError(
                 f"{total} training pairs could not be used (trainer.max_skipped_pairs="
-                f"{self.max_skipped_pairs}): " + " | ".join(pairs) + "; repair or remove these "
-                "files (python -m loftr.data.setup DATASET --check lists every broken file)"
+                f"{self.max_skipped_pairs}): " + " | ".join(pairs[:20]) + more + "; repair or "
+                "remove these files (python -m loftr.data.setup DATASET --check lists them all)"
             )
         return total
 

@@ -90,7 +90,7 @@ def _open_index(dataset: str, split: dict[str, Any], npz: Path) -> Any:
 def _problem(check: Callable[[], object]) -> str | None:
     try:
         check()
-    except DataError as err:
+    except (DataError, OSError) as err:
         return str(err)
     return None
 

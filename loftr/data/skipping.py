@@ -1,12 +1,12 @@
 """Training pairs that cannot be read are replaced, not fatal: a long run outlives a bad file.
 
 :class:`SkipBrokenPairs` wraps the training ConcatDataset. When a pair raises
-:class:`~loftr.errors.DataError` (a missing, truncated or corrupt file, or data that cannot
-supervise: non-finite or singular intrinsics and poses, depth without a valid pixel), the next
-pair of the same rank's data stands in for it, so the batch keeps its shape and every rank its
-step count. Each item records the pairs it replaced under :data:`SKIPPED_KEY`, one line per pair
-naming its index file and the error; the LightningModule counts and logs them and stops the run
-past ``trainer.max_skipped_pairs``.
+:class:`~loftr.errors.DataError` or ``OSError`` (a missing, unreadable, truncated or corrupt file,
+or data that cannot supervise: non-finite or singular intrinsics and poses, depth without a valid
+pixel), the next pair of the same rank's data stands in for it, so the batch keeps its shape and
+every rank its step count. Each item records the pairs it replaced under :data:`SKIPPED_KEY`, one
+line per pair naming its index file and the error; the LightningModule counts and logs them and
+stops the run past ``trainer.max_skipped_pairs``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class SkipBrokenPairs(Dataset):
             candidate = (idx + step) % n
             try:
                 item = self.dataset[candidate]
-            except DataError as err:
+            except (DataError, OSError) as err:  # OSError: e.g. a network filesystem's I/O error
                 if len(skipped) < self.max_recorded:
                     skipped.append(f"{self.describe(candidate)}: {err}")
                 continue

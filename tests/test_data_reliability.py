@@ -20,6 +20,7 @@ from torch.utils.data import ConcatDataset
 
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.data.sampler import RandomConcatSampler
+from loftr.data.skipping import SKIPPED_KEY, SkipBrokenPairs
 from loftr.errors import DataError
 from loftr.lightning.run import train
 
@@ -111,6 +112,40 @@ def test_ddp_ranks_run_the_same_steps_when_a_scene_has_no_usable_pair(tmp_path):
 
 
 # ------------------------------------------------------ unusable pairs during training
+class Pairs(torch.utils.data.Dataset):
+    """``n`` items ``{"pair": i}``; those in ``broken`` raise what a failing read raises."""
+
+    def __init__(self, name: str, n: int, broken: dict[int, Exception]) -> None:
+        self.npz_path, self.n, self.broken = Path(name), n, broken
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: int) -> dict:
+        if idx in self.broken:
+            raise self.broken[idx]
+        return {"pair": idx}
+
+
+def test_a_failing_pair_is_replaced_by_the_next_readable_one():
+    scenes = ConcatDataset(
+        [
+            Pairs("a.npz", 3, {2: DataError("image a/2.jpg is truncated")}),
+            Pairs("b.npz", 2, {0: OSError(5, "Input/output error", "b/0.jpg")}),
+        ]
+    )
+    items = SkipBrokenPairs(scenes, max_recorded=10)
+    assert items[1] == {"pair": 1, SKIPPED_KEY: ""}
+    assert items[2] == {
+        "pair": 1,  # of scene b: global index 4
+        SKIPPED_KEY: "pair 2 of a.npz: image a/2.jpg is truncated\n"
+        "pair 0 of b.npz: [Errno 5] Input/output error: 'b/0.jpg'",
+    }
+    everything_broken = ConcatDataset([Pairs("c.npz", 2, {0: DataError("x"), 1: DataError("y")})])
+    with pytest.raises(DataError, match=r"none of the 2 training pairs .*pair 0 of c.npz: x"):
+        SkipBrokenPairs(everything_broken, max_recorded=10)[1]
+
+
 def one_scene_run(tmp_path: Path):
     """A copy of one synthetic scene, its training config and the run's first draws."""
     paths = scannet_copy(tmp_path)

@@ -212,3 +212,35 @@ def test_more_unusable_pairs_than_the_cap_stop_the_run_naming_them(tmp_path):
         train(cfg)
     assert not (tmp_path / "run/checkpoints").exists()
     assert_nothing_half_written(tmp_path / "run")
+
+
+def test_past_the_cap_every_ddp_rank_stops_at_once(tmp_path):
+    paths = scannet_copy(tmp_path)
+    # both ranks hold the one listed scene; only the images of one pair stay readable
+    first_pair = np.load(paths["npz"] / f"{SCENE}.npz")["name"][0]
+    keep = {f"{int(first_pair[2])}.jpg", f"{int(first_pair[3])}.jpg"}
+    for image in (paths["root"] / SCENE / "color").iterdir():
+        if image.name not in keep:
+            truncate_image(paths["root"] / SCENE, int(image.stem))
+    result = run_to_end(
+        [
+            sys.executable,
+            "-m",
+            "loftr.train",
+            "hardware=cpu2",
+            "debug=fast",
+            "logger=none",
+            f"dataset.train_data_root={paths['root']}",
+            f"dataset.train_npz_root={paths['npz']}",
+            f"dataset.train_list_path={paths['list']}",
+            "dataset.min_overlap_score_train=0",
+            "trainer.max_skipped_pairs=2",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        timeout=600,
+    )
+    assert result.returncode != 0
+    stopped = "training pairs could not be used (trainer.max_skipped_pairs=2)"
+    assert stopped in result.stderr
+    assert not (tmp_path / "run/checkpoints").exists()

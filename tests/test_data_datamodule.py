@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_data_helpers import write_megadepth_dataset, write_scannet_dataset
+from test_data_helpers import write_megadepth_dataset, write_scannet_dataset, write_scannet_index
 from torch.utils.data import DistributedSampler
 
 from loftr.data.datamodule import LoFTRDataModule
@@ -114,6 +114,22 @@ def test_each_rank_builds_only_its_scenes(scannet: dict[str, Path]) -> None:
         assert val.sampler.num_replicas == 2 and val.sampler.rank == rank
     assert scenes[0].isdisjoint(scenes[1])
     assert scenes[0] | scenes[1] == {"scene0000_00", "scene0001_00", "scene0002_00", "scene0003_01"}
+
+
+def test_every_rank_draws_as_many_samples_when_a_scene_has_no_usable_pair(
+    scannet: dict[str, Path],
+) -> None:
+    rows = [(2, 0, 0, 1), (2, 0, 0, 2), (2, 0, 1, 2)]
+    write_scannet_index(scannet["npz_root"] / "scene0002_00.npz", rows, [0.1, 0.2, 0.3])
+    shares = []
+    for rank in range(2):
+        dm = LoFTRDataModule(_scannet_config(scannet), seed=66)
+        dm.trainer = _fake_trainer(2, rank)
+        dm.setup("fit")
+        samples = list(dm.train_sampler)
+        assert max(samples) < len(dm.train_dataset)
+        shares.append((len(dm.train_dataset.datasets), len(dm.train_sampler), len(samples)))
+    assert sorted(shares) == [(1, 4, 4), (2, 4, 4)]  # 2 listed scenes x 2 samples on each rank
 
 
 def test_distributed_sampler_replacement_is_refused(scannet: dict[str, Path]) -> None:

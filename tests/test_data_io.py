@@ -13,6 +13,8 @@ import pytest
 from test_data_helpers import write_image, write_megadepth_scene, write_scannet_index
 
 from loftr.data.io import (
+    check_depth,
+    check_matrix,
     image_size,
     load_intrinsics,
     load_scannet_pairs,
@@ -62,6 +64,27 @@ def test_read_gray_missing_corrupt_and_broken_symlink(tmp_path: Path) -> None:
 
 
 # --- depth and poses ----------------------------------------------------------------------
+
+
+def test_read_gray_refuses_truncated_jpg_and_png(tmp_path: Path) -> None:
+    for name in ("a.jpg", "a.png"):
+        write_image(tmp_path / name, 64, 48)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) - 20])
+        with pytest.raises(DataError, match=rf"image .*{name} is truncated"):
+            read_gray(tmp_path / name)
+
+
+def test_check_matrix_and_check_depth() -> None:
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    np.testing.assert_array_equal(check_matrix(K.reshape(9), "K"), K)
+    with pytest.raises(DataError, match=r"intrinsics of x in y is a singular matrix"):
+        check_matrix(np.diag([500.0, 500.0, 0.0]), "intrinsics of x in y")
+    with pytest.raises(DataError, match=r"pose p contains inf or nan"):
+        check_matrix(np.full((4, 4), np.nan), "pose p", (4, 4))
+    assert check_depth(np.array([[0.0, 1.5]]), "d.png").shape == (1, 2)
+    with pytest.raises(DataError, match=r"depth map d.png has no valid pixel"):
+        check_depth(np.array([[0.0, np.nan], [-1.0, np.inf]]), "d.png")
 
 
 def test_scannet_depth_is_millimetres_to_metres(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import cv2
@@ -209,6 +210,24 @@ def test_missing_depth_file_is_named(scene: dict[str, Path]) -> None:
     (scene["root"] / "phoenix/S6/zl548/MegaDepth_v1/0015/dense0/depths/0002.h5").unlink()
     with pytest.raises(DataError, match=r"depth map .*depths/0002\.h5 does not exist"):
         ds[1]
+
+
+def test_training_pair_that_cannot_supervise_is_named(tmp_path: Path) -> None:
+    root, npz = tmp_path / "train", tmp_path / "index" / "0015_0.1_0.3.npz"
+    write_megadepth_scene(root, npz, scene="0015", depth_value=0.0)
+    with pytest.raises(DataError, match=r"depth map .*depths/0000\.h5 has no valid pixel"):
+        MegaDepthDataset(root, npz, "train", 0.0, img_resize=64)[0]
+    assert MegaDepthDataset(root, npz, "val", 0.0, img_resize=64)[0]["depth0"].max() == 0
+    info = write_megadepth_scene(root, npz, scene="0015")
+    for key, slot, broken, what in (
+        ("intrinsics", 1, np.diag([60.0, 60.0, 0.0]), "intrinsics"),
+        ("poses", 0, np.zeros((4, 4)), "pose"),
+    ):
+        bad = {**info, key: info[key].copy()}
+        bad[key][slot] = broken
+        npz.write_bytes(pickle.dumps(bad))
+        with pytest.raises(DataError, match=rf"{what} of image slot {slot} in .*3.npz is a sing"):
+            MegaDepthDataset(root, npz, "train", 0.0, img_resize=64)[0]
 
 
 def test_missing_root_and_wrongly_linked_root(scene: dict[str, Path], tmp_path: Path) -> None:

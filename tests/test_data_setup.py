@@ -8,6 +8,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import cv2
+import h5py
 import numpy as np
 import pytest
 from test_data_helpers import (
@@ -189,3 +191,52 @@ def test_setup_hint_names_the_step() -> None:
         "scannet_train", "data/scannet/train"
     )
     assert "ensure_synthetic" in setup_hint("scannet_train", "data/synthetic/scannet/train")
+
+
+def test_check_reads_every_file_and_names_each_broken_one(
+    raw_scannet: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    r = raw_scannet
+    argv = ["scannet", "--train", str(r["train"]), "--test", str(r["test"])]
+    argv += ["--indices", str(r["indices"]), "--assets", str(r["assets"])]
+    argv += ["--data-dir", str(r["data"]), "--check"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    # 2 + 1 scenes' intrinsics; 3 + 3 train frames and 2 test frames, each image, depth, pose
+    assert "checked 27 files and cameras: all readable" in out.out and "BAD" not in out.out
+    assert "scannet train" in out.err and "scannet test" in out.err  # the progress bars
+    train = r["data"] / "scannet" / "train"
+    (train / "scene0001_00" / "depth" / "2.png").unlink()
+    image = train / "scene0000_00" / "color" / "1.jpg"
+    image.write_bytes(image.read_bytes()[:-100])
+    cv2.imwrite(str(train / "scene0001_00" / "depth" / "0.png"), np.zeros((480, 640), np.uint16))
+    intrinsics = r["data"] / "scannet" / "index" / "intrinsics.npz"
+    np.savez(intrinsics, scene0000_00=np.diag([577.87, 577.87, 0.0]), scene0001_00=SCANNET_K)
+    assert main(["scannet", "--verify-only", "--check", "--data-dir", str(r["data"])]) == 1
+    out = capsys.readouterr().out
+    bad = [line for line in out.splitlines() if line.startswith("  BAD")]
+    assert len(bad) == 4, out
+    assert f"BAD      intrinsics of scene0000_00 in {intrinsics} is a singular matrix" in out
+    assert f"BAD      image {image} is truncated" in out
+    assert f"depth map {train / 'scene0001_00' / 'depth' / '2.png'} does not exist" in out
+    assert f"depth map {train / 'scene0001_00' / 'depth' / '0.png'} has no valid pixel" in out
+    assert "checked 27 files and cameras: 4 with a problem" in out
+
+
+def test_check_megadepth_reads_each_shared_image_once(
+    raw_megadepth: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    r = raw_megadepth
+    argv = ["megadepth", "--train", str(r["root"]), "--indices", str(r["indices"])]
+    argv += ["--assets", str(r["assets"]), "--data-dir", str(r["data"]), "--check"]
+    assert main(argv) == 0
+    # train 0015 and val 0022: 3 slots x (image, depth, K, pose); test 0022: K and pose only,
+    # its images are the val ones
+    assert "checked 30 files and cameras: all readable" in capsys.readouterr().out
+    depth = r["root"] / "phoenix/S6/zl548/MegaDepth_v1/0015/dense0/depths/0001.h5"
+    with h5py.File(depth, "w") as f:
+        f.create_dataset("depth", data=np.ones((5, 5), dtype=np.float32))
+    assert main(["megadepth", "--verify-only", "--check", "--data-dir", str(r["data"])]) == 1
+    out = capsys.readouterr().out
+    assert f"BAD      depth map {r['data'] / 'megadepth/train'}" in out and "0001.h5 is 5x5" in out
+    assert "checked 30 files and cameras: 1 with a problem" in out

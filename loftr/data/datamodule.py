@@ -22,12 +22,14 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from loftr.data.io import check_dir, read_list
 from loftr.data.sampler import RandomConcatSampler, get_local_split
 from loftr.data.setup import setup_hint
+from loftr.data.skipping import SkipBrokenPairs
 from loftr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,15 @@ SPLIT_KEYS = ("data_root", "pose_root", "npz_root", "list_path", "intrinsic_path
 # MegaDepth masks are always downsampled by 1/8: the original never passes coarse_scale through
 # (SPEC §5.3).
 MEGADEPTH_COARSE_SCALE = 0.125
+
+
+def _ranks_without_pairs(has_pairs: bool) -> list[int]:
+    """The ranks whose training share has no pair (every rank learns the answer)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [] if has_pairs else [0]
+    flags: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(flags, has_pairs)
+    return [rank for rank, flag in enumerate(flags) if not flag]
 
 
 def _as_list(value: Any, n: int, key: str) -> list[Any]:
@@ -65,6 +76,9 @@ class LoFTRDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         pin_memory: pin training and validation batches.
         seed: the run seed: scene split and sampler draws (66 in the original).
+        max_skipped_pairs: ``trainer.max_skipped_pairs``; a training pair that cannot be read
+            is replaced by the next one (:class:`~loftr.data.skipping.SkipBrokenPairs`), which
+            names up to one more than this many per item.
 
     Raises:
         ConfigError: an unknown data source, a missing key, or an augmentation type other than
@@ -83,6 +97,7 @@ class LoFTRDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 66,
+        max_skipped_pairs: int = 100,
     ) -> None:
         super().__init__()
         if isinstance(dataset, DictConfig):
@@ -92,6 +107,7 @@ class LoFTRDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
+        self.max_skipped_pairs = int(max_skipped_pairs)
         if self.config.get("augmentation_type") is not None:
             # SPEC §5.7: the original raises NotImplementedError for every augmentation.
             raise ConfigError(
@@ -186,14 +202,22 @@ class LoFTRDataModule(L.LightningDataModule):
         kept = [ds for ds in datasets if len(ds) > 0]
         if len(kept) < len(datasets):
             log.warning(
-                "%d of %d training scenes have no pair above min_overlap_score_train=%s and are "
-                "skipped",
+                "rank %d: %d of its %d training scenes have no pair above "
+                "min_overlap_score_train=%s; their draws go to its other scenes",
+                rank,
                 len(datasets) - len(kept),
                 len(datasets),
                 self.config.get("min_overlap_score_train"),
             )
-        if not kept:
-            raise DataError(f"no training pairs: every scene listed in {list_path} is empty")
+        empty_ranks = _ranks_without_pairs(bool(kept))
+        if empty_ranks:
+            # raised on every rank at once: a rank left alone would wait for the others for ever
+            raise DataError(
+                f"no training pairs on rank(s) {empty_ranks} of {world_size}: every scene listed "
+                f"in {list_path} is empty in their share (no pair above min_overlap_score_train="
+                f"{self.config.get('min_overlap_score_train')}); list scenes with pairs, lower "
+                "the threshold or use fewer processes"
+            )
         self.train_dataset = ConcatDataset(kept)
         self.train_scenes = [str(name) for name in local]
         self.train_sampler = RandomConcatSampler(
@@ -204,6 +228,7 @@ class LoFTRDataModule(L.LightningDataModule):
             repeat=int(self.config.get("sb_repeat", 1)),
             seed=self.seed,
             rank=rank,
+            n_scenes=len(local),  # the same on every rank, so are the epoch lengths
         )
         if self._pending_sampler_state is not None:
             self.train_sampler.load_state_dict(self._pending_sampler_state)
@@ -344,7 +369,7 @@ class LoFTRDataModule(L.LightningDataModule):
             # workers prefetch at once), so the epoch must be right already (resume included).
             self.train_sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         return DataLoader(
-            self.train_dataset,
+            SkipBrokenPairs(self.train_dataset, max_recorded=self.max_skipped_pairs + 1),
             batch_size=self.batch_size,
             sampler=self.train_sampler,
             num_workers=self.num_workers,

@@ -100,7 +100,7 @@ def read_gray(path: PathLike, resize: tuple[int, int] | None = None) -> np.ndarr
         ``(h, w)`` uint8 array.
 
     Raises:
-        DataError: the file is missing or cannot be decoded.
+        DataError: the file is missing, truncated or cannot be decoded.
 
     Example:
         >>> img = read_gray("data/scannet/train/scene0000_00/color/0.jpg", resize=(640, 480))
@@ -108,12 +108,28 @@ def read_gray(path: PathLike, resize: tuple[int, int] | None = None) -> np.ndarr
         ((480, 640), dtype('uint8'))
     """
     p = check_file(path, "image")
-    image = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    data = p.read_bytes()
+    if _truncated(data):
+        raise DataError(f"image {p} is truncated (its end-of-image marker is missing)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
     if resize is not None:
         image = cv2.resize(image, (int(resize[0]), int(resize[1])))
     return image
+
+
+def _truncated(data: bytes) -> bool:
+    """Whether a JPEG or PNG file was cut short: OpenCV 4 decodes such a file, grey-filled.
+
+    A complete JPEG ends its last scan (SOS marker) with an EOI marker (a thumbnail's EOI comes
+    before the main image's scan); a complete PNG has an IEND chunk.
+    """
+    if data[:2] == b"\xff\xd8":
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") < 0
+    return False
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -191,6 +207,43 @@ def read_megadepth_depth(path: PathLike) -> np.ndarray:
     return depth
 
 
+def check_matrix(matrix: Any, what: str, shape: tuple[int, int] = (3, 3)) -> np.ndarray:
+    """``matrix`` as a float64 array of ``shape`` if it is finite and invertible.
+
+    Intrinsics and poses are inverted on the way to the ground truth; one that is not finite or
+    singular cannot supervise and must be named, not trained on.
+
+    Args:
+        matrix: the values (any array-like with ``prod(shape)`` entries).
+        what: the matrix and its file for the message (``"pose file x.txt"``).
+        shape: the expected shape.
+
+    Raises:
+        DataError: wrong size, inf or nan, or singular (condition number above 1e12).
+    """
+    values = np.asarray(matrix, dtype=np.float64)
+    if values.size != shape[0] * shape[1]:
+        raise DataError(
+            f"{what} holds {values.size} numbers; expected a {shape[0]}x{shape[1]} matrix"
+        )
+    values = values.reshape(shape)
+    if not np.isfinite(values).all():
+        raise DataError(f"{what} contains inf or nan")
+    if not np.linalg.cond(values) < 1e12:
+        raise DataError(f"{what} is a singular matrix: it cannot be inverted")
+    return values
+
+
+def check_depth(depth: np.ndarray, path: PathLike) -> np.ndarray:
+    """``depth`` if it has at least one valid (finite, positive) pixel, else DataError naming it.
+
+    A depth map without any gives no ground-truth match at all: the pair cannot supervise.
+    """
+    if not (np.isfinite(depth) & (depth > 0)).any():
+        raise DataError(f"depth map {path} has no valid pixel (every depth is 0 or not finite)")
+    return depth
+
+
 def read_pose(path: PathLike) -> np.ndarray:
     """Read a 4x4 pose matrix from a whitespace-delimited text file.
 
@@ -201,19 +254,14 @@ def read_pose(path: PathLike) -> np.ndarray:
         ``(4, 4)`` float64 array, as stored (no inversion).
 
     Raises:
-        DataError: the file is missing or does not hold 16 finite numbers.
+        DataError: the file is missing, or does not hold 16 finite numbers of an invertible matrix.
     """
     p = check_file(path, "pose file")
     try:
         pose = np.loadtxt(p, dtype=np.float64)
     except ValueError as err:
         raise DataError(f"pose file {p} is corrupt ({err})") from err
-    if pose.size != 16:
-        raise DataError(f"pose file {p} holds {pose.size} numbers; expected a 4x4 matrix")
-    pose = pose.reshape(4, 4)
-    if not np.isfinite(pose).all():
-        raise DataError(f"pose file {p} contains inf or nan")
-    return pose
+    return check_matrix(pose, f"pose file {p}", (4, 4))
 
 
 def read_list(path: PathLike, hint: str | None = None) -> list[str]:

@@ -8,7 +8,9 @@ zero-padded to 2000x2000 so batches collate.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from loftr.data.io import (
+    check_depth,
     check_dir,
     check_file,
+    check_matrix,
     image_size,
     load_scene_info,
     read_gray,
@@ -126,7 +130,10 @@ def read_megadepth_gray(
 
 
 def read_megadepth_depth_padded(
-    path: str | os.PathLike, pad_to: int | None, image_wh: tuple[int, int] | None = None
+    path: str | os.PathLike,
+    pad_to: int | None,
+    image_wh: tuple[int, int] | None = None,
+    require_valid: bool = False,
 ) -> torch.Tensor:
     """Read a MegaDepth depth map, zero-padded bottom-right to ``pad_to`` when given.
 
@@ -135,14 +142,18 @@ def read_megadepth_depth_padded(
         pad_to: side of the padded square (2000), or None for the stored size.
         image_wh: ``(w, h)`` of its image; the depth map must have that size (the intrinsics
             and the ground truth read it at original image pixels, SPEC §3.2).
+        require_valid: the map must have a valid pixel (training: else it cannot supervise).
 
     Returns:
         ``(pad_to, pad_to)`` (or ``(h, w)``) float32 depth at original resolution.
 
     Raises:
-        DataError: the file is missing, corrupt, not the image's size, or larger than ``pad_to``.
+        DataError: the file is missing, corrupt, not the image's size, larger than ``pad_to``,
+            or without a valid pixel when ``require_valid``.
     """
     depth = read_megadepth_depth(path)
+    if require_valid:
+        check_depth(depth, path)
     if image_wh is not None and depth.shape != (image_wh[1], image_wh[0]):
         raise DataError(
             f"depth map {path} is {depth.shape[1]}x{depth.shape[0]} but its image is "
@@ -262,6 +273,43 @@ class MegaDepthDataset(Dataset):
             raise DataError(f"scene info {self.npz_path} has no {what} path for image slot {idx}")
         return self.root_dir / str(rel)
 
+    def file_checks(self) -> Iterator[tuple[str, Callable[[], object]]]:
+        """``(file, check)`` for every file and camera the index names, read as an item reads it.
+
+        Per image slot of any pair: its image, depth map (unless in test mode; with a valid pixel
+        in training), intrinsics and pose; a check raises :class:`~loftr.errors.DataError`.
+        """
+        slots = sorted({int(i) for (pair, _overlap, _central) in self.pair_infos for i in pair})
+        for i in slots:
+            image = functools.partial(self._path, self.image_paths, i, "image")
+            yield self._name(self.image_paths, i, "image"), lambda image=image: read_gray(image())
+            if self.mode != "test":
+                depth = functools.partial(self._path, self.depth_paths, i, "depth")
+                yield (
+                    self._name(self.depth_paths, i, "depth"),
+                    lambda image=image, depth=depth: read_megadepth_depth_padded(
+                        depth(), self.depth_pad_to, image_size(image()), self.mode == "train"
+                    ),
+                )
+            for values, what, shape in (
+                (self.intrinsics, "intrinsics", (3, 3)),
+                (self.poses, "pose", (4, 4)),
+            ):
+                yield (
+                    f"{what} of image slot {i} in {self.npz_path}",
+                    functools.partial(self._matrix, values, i, what, shape),
+                )
+
+    def _name(self, paths: np.ndarray, idx: int, what: str) -> str:
+        rel = paths[idx]
+        missing = f"{what} of image slot {idx} in {self.npz_path}"
+        return str(self.root_dir / str(rel)) if rel is not None else missing
+
+    def _matrix(
+        self, values: np.ndarray, idx: int, what: str, shape: tuple[int, int]
+    ) -> np.ndarray:
+        return check_matrix(values[idx], f"{what} of image slot {idx} in {self.npz_path}", shape)
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
         (idx0, idx1), _overlap, _central_matches = self.pair_infos[idx]
         idx0, idx1 = int(idx0), int(idx1)
@@ -280,13 +328,18 @@ class MegaDepthDataset(Dataset):
                     self._path(self.depth_paths, i, "depth"),
                     self.depth_pad_to,
                     image_size(self._path(self.image_paths, i, "image")),
+                    require_valid=self.mode == "train",
                 )
                 for i in (idx0, idx1)
             )
 
-        K0 = torch.tensor(self.intrinsics[idx0], dtype=torch.float32).reshape(3, 3)
-        K1 = torch.tensor(self.intrinsics[idx1], dtype=torch.float32).reshape(3, 3)
-        T0, T1 = np.asarray(self.poses[idx0]), np.asarray(self.poses[idx1])
+        K0, K1 = (
+            torch.tensor(
+                self._matrix(self.intrinsics, i, "intrinsics", (3, 3)), dtype=torch.float32
+            )
+            for i in (idx0, idx1)
+        )
+        T0, T1 = (self._matrix(self.poses, i, "pose", (4, 4)) for i in (idx0, idx1))
         T_0to1 = torch.tensor(T1 @ np.linalg.inv(T0), dtype=torch.float32)[:4, :4]
         T_1to0 = T_0to1.inverse()
 

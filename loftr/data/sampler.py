@@ -73,7 +73,12 @@ class RandomConcatSampler(Sampler[int]):
     global range, uniformly with replacement (or a truncated random permutation, padded with
     replacement draws when the scene is smaller); concatenate; shuffle globally when ``shuffle``;
     append ``repeat - 1`` copies (each shuffled when ``shuffle``). The length is
-    ``n_subsets * n_samples_per_subset * repeat`` and does not depend on the epoch.
+    ``n_scenes * n_samples_per_subset * repeat`` and does not depend on the epoch.
+
+    ``n_scenes`` (default: the number of sub-datasets) counts the scenes of this rank's share,
+    including those left out of ``data_source`` for having no usable pair: each missing scene's
+    draws come from a sub-dataset picked by the generator each epoch. Every rank thus runs the
+    same number of steps whatever its scenes hold (unequal epochs would hang DDP's all-reduce).
 
     Randomness comes from a private generator seeded by (seed, epoch, rank): torch's global
     generator is neither reseeded nor advanced. ``set_epoch`` (called by Lightning before each
@@ -90,6 +95,7 @@ class RandomConcatSampler(Sampler[int]):
         repeat: how many times the epoch's draws are repeated.
         seed: the run seed.
         rank: this process's global rank (ranks hold different scenes, SPEC §5.5).
+        n_scenes: the scenes the epoch length counts, at least the number of sub-datasets.
 
     Example:
         >>> sampler = RandomConcatSampler(ConcatDataset([range(5), range(3)]), 4, seed=66)
@@ -106,6 +112,7 @@ class RandomConcatSampler(Sampler[int]):
         repeat: int = 1,
         seed: int = 66,
         rank: int = 0,
+        n_scenes: int | None = None,
     ) -> None:
         if not isinstance(data_source, ConcatDataset):
             raise ConfigError(
@@ -120,8 +127,14 @@ class RandomConcatSampler(Sampler[int]):
             raise DataError(f"RandomConcatSampler: sub-dataset(s) {empty} have no pairs to draw")
         self.data_source = data_source
         self.n_subset = len(data_source.datasets)
+        self.n_scenes = self.n_subset if n_scenes is None else int(n_scenes)
+        if self.n_scenes < self.n_subset:
+            raise ConfigError(
+                f"RandomConcatSampler: n_scenes={self.n_scenes} is below the {self.n_subset} "
+                "sub-datasets"
+            )
         self.n_samples_per_subset = int(n_samples_per_subset)
-        self.n_samples = self.n_subset * self.n_samples_per_subset * int(repeat)
+        self.n_samples = self.n_scenes * self.n_samples_per_subset * int(repeat)
         self.subset_replacement = subset_replacement
         self.shuffle = shuffle
         self.repeat = int(repeat)
@@ -155,9 +168,15 @@ class RandomConcatSampler(Sampler[int]):
         epoch = self.epoch if epoch is None else int(epoch)
         generator = torch.Generator().manual_seed(_generator_seed(self.seed, epoch, self.rank))
         n = self.n_samples_per_subset
+        ends = self.data_source.cumulative_sizes
+        bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+        if self.n_scenes > self.n_subset:
+            stand_ins = torch.randint(
+                0, self.n_subset, (self.n_scenes - self.n_subset,), generator=generator
+            )
+            bounds += [bounds[i] for i in stand_ins.tolist()]
         draws = []
-        low = 0
-        for high in self.data_source.cumulative_sizes:
+        for low, high in bounds:
             size = high - low
             if self.subset_replacement:
                 draw = torch.randint(low, high, (n,), generator=generator)
@@ -167,7 +186,6 @@ class RandomConcatSampler(Sampler[int]):
                     extra = torch.randint(low, high, (n - size,), generator=generator)
                     draw = torch.cat([draw, extra])
             draws.append(draw)
-            low = high
         indices = torch.cat(draws)
         if self.shuffle:
             indices = indices[torch.randperm(len(indices), generator=generator)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from loftr.data.io import (
+    check_depth,
     check_dir,
     check_file,
+    check_matrix,
     load_intrinsics,
     load_scannet_pairs,
     read_gray,
@@ -160,6 +163,7 @@ class ScanNetDataset(Dataset):
                 f"{' ...' if len(absent) > 10 else ''} listed in {npz_path}"
             )
         self.intrinsics = {s: intrinsics[s] for s in scenes}
+        self.intrinsic_path = intrinsic_path
         missing = [s for s in scenes if not (self.root_dir / s).is_dir()]
         if missing:
             raise DataError(
@@ -177,6 +181,33 @@ class ScanNetDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.data_names)
+
+    def file_checks(self) -> Iterator[tuple[str, Callable[[], object]]]:
+        """``(file, check)`` for every file the index names, each read as an item reads it.
+
+        The scenes' intrinsics, then per frame of any pair its image, depth map (unless in test
+        mode) and pose; a check raises :class:`~loftr.errors.DataError` naming what is wrong.
+        """
+        for scene in self.scene_names():
+            what = f"intrinsics of {scene} in {self.intrinsic_path}"
+            yield what, functools.partial(check_matrix, self.intrinsics[scene], what)
+        names = self.data_names.astype(np.int64)
+        frames = np.unique(np.concatenate([names[:, [0, 1, 2]], names[:, [0, 1, 3]]]), axis=0)
+        for scene_id, sub_scene_id, frame in frames.tolist():
+            scene = _scene_name(scene_id, sub_scene_id)
+            yield (
+                str(self.root_dir / scene / "color" / f"{frame}.jpg"),
+                functools.partial(self._read_image, scene, frame),
+            )
+            if self.mode != "test":
+                yield (
+                    str(self.root_dir / scene / "depth" / f"{frame}.png"),
+                    functools.partial(self._read_depth, scene, frame),
+                )
+            yield (
+                str(self.pose_dir / scene / "pose" / f"{frame}.txt"),
+                functools.partial(self._read_world_to_camera, scene, frame),
+            )
 
     def _read_image(self, scene: str, frame: int) -> torch.Tensor:
         path = self.root_dir / scene / "color" / f"{frame}.jpg"
@@ -199,6 +230,8 @@ class ScanNetDataset(Dataset):
                 f"depth map {path} is {depth.shape[1]}x{depth.shape[0]}; ScanNet depth (and its "
                 f"intrinsics) must be {SCANNET_DEPTH_SIZE[0]}x{SCANNET_DEPTH_SIZE[1]} (SPEC §5.2)"
             )
+        if self.mode == "train":
+            check_depth(depth, path)  # a pair without any depth cannot supervise
         return torch.from_numpy(depth)
 
     def _read_world_to_camera(self, scene: str, frame: int) -> np.ndarray:
@@ -214,7 +247,8 @@ class ScanNetDataset(Dataset):
         depth0 = self._read_depth(scene, frame0)
         depth1 = self._read_depth(scene, frame1)
 
-        K = torch.tensor(self.intrinsics[scene], dtype=torch.float32).reshape(3, 3)
+        K = check_matrix(self.intrinsics[scene], f"intrinsics of {scene} in {self.intrinsic_path}")
+        K = torch.tensor(K, dtype=torch.float32)
         w2c0 = self._read_world_to_camera(scene, frame0)
         w2c1 = self._read_world_to_camera(scene, frame1)
         T_0to1 = torch.tensor(w2c1 @ np.linalg.inv(w2c0), dtype=torch.float32)[:4, :4]

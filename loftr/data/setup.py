@@ -8,12 +8,15 @@ Usage::
     python -m loftr.data.setup megadepth --train /path/to/megadepth [--test PATH] \
         [--indices megadepth_indices.tar] [--testdata megadepth_test_1500.tar] [--data-dir data]
     python -m loftr.data.setup scannet --verify-only
+    python -m loftr.data.setup scannet --verify-only --check
 
 It makes the symlinks of TRAINING.md (``ln -s PATH/* data/<dataset>/{train,test,index}``),
 extracts the index and test archives when given (``tarfile`` with the ``data`` filter, so an
 archive cannot write outside its folder), then checks the layout and prints a report: scenes
 found, a sample of pairs whose image, depth and pose files exist, and what is missing with the
-step that makes it. The exit status is 0 when nothing is missing.
+step that makes it. ``--check`` then reads every file every index names, as training reads it
+(:mod:`loftr.data.check`), and lists each broken one. The exit status is 0 when nothing is
+missing or broken.
 
 ``--train`` for MegaDepth is the folder holding ``phoenix/`` and ``Undistorted_SfM/`` (the paths
 inside the scene infos start with those two names); the test data defaults to the same folder, as
@@ -600,6 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--sample", type=int, default=5, help="pairs to check file by file")
     parser.add_argument("--verify-only", action="store_true", help="make no links, only check")
+    parser.add_argument(
+        "--check", action="store_true", help="also read every file the indices name (slow)"
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="reader threads of --check")
     args = parser.parse_args(argv)
 
     from loftr.errors import DataError
@@ -622,7 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
     report = verify_layout(args.dataset, args.data_dir, args.sample)
     print(report.text())
-    return 0 if report.ok else 1
+    if not args.check:
+        return 0 if report.ok else 1
+    from loftr.data.check import DEFAULT_JOBS, check_files, report_lines
+
+    checked, problems = check_files(args.dataset, args.data_dir, args.jobs or DEFAULT_JOBS)
+    print("\n".join(report_lines(checked, problems)))
+    return 0 if report.ok and not problems else 1
 
 
 if __name__ == "__main__":

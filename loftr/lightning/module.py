@@ -13,7 +13,8 @@ import torch
 import torch.distributed as dist
 
 from loftr.config import model_config
-from loftr.errors import CheckpointError, NonFiniteError
+from loftr.data.skipping import SKIPPED_KEY
+from loftr.errors import CheckpointError, DataError, NonFiniteError
 from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
 from loftr.losses import LoFTRLoss
 from loftr.metrics import (
@@ -36,10 +37,13 @@ class LoFTRModule(L.LightningModule):
     checkpoint also carries the RNG states, so the ground-truth padding draws resume exactly.
     A step whose loss or gradients are not finite is skipped and counted; after
     `trainer.max_consecutive_nonfinite` of them in a row the run stops, naming the last pairs.
+    Training pairs the data loader could not use (and replaced, `loftr.data.skipping`) are
+    logged with their files and counted over all ranks (`train/skipped_pairs`, kept in the
+    checkpoint); past `trainer.max_skipped_pairs` distinct ones every rank stops, naming them.
 
     Args:
-        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`
-            and `trainer.max_consecutive_nonfinite`.
+        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`,
+            `trainer.max_consecutive_nonfinite` and `trainer.max_skipped_pairs`.
         val_set_names: a name per validation dataloader, used in metric keys.
     """
 
@@ -50,6 +54,7 @@ class LoFTRModule(L.LightningModule):
         self.optim_cfg = config["optim"]
         self.eval_cfg = config["eval"]
         self.max_consecutive_nonfinite = int(config["trainer"]["max_consecutive_nonfinite"])
+        self.max_skipped_pairs = int(config["trainer"]["max_skipped_pairs"])
         self.val_set_names = list(val_set_names or ["val"])
         self.matcher = LoFTR(self.model_cfg)
         self.loss = LoFTRLoss(self.model_cfg)
@@ -59,6 +64,7 @@ class LoFTRModule(L.LightningModule):
         self.skipped_steps = 0  # non-finite steps skipped so far
         self._consecutive_skips = 0
         self._last_pair_names: Any = None
+        self.skipped_pairs: list[str] = []  # this rank's distinct replaced pairs, with the error
         self._val_outputs: dict[int, list[dict[str, Any]]] = defaultdict(list)
 
     # ---------------------------------------------------------------- steps
@@ -71,14 +77,38 @@ class LoFTRModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._last_pair_names = batch.get("pair_names")
+        skipped_pairs = self._count_skipped_pairs(batch.pop(SKIPPED_KEY, []))
         self._supervised_forward(batch)
         scalars = {f"train/{k}": v for k, v in batch["loss_scalars"].items()}
         scalars["train/skipped_steps"] = float(self.skipped_steps)
+        scalars["train/skipped_pairs"] = float(skipped_pairs)
         if self.model_cfg["match_coarse"]["match_type"] == "sinkhorn":
             scalars["train/skh_bin_score"] = self.matcher.coarse_matching.bin_score.detach().cpu()
         scalars["lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=batch["image0"].shape[0])
         return batch["loss"]
+
+    def _count_skipped_pairs(self, per_item: list[str]) -> int:
+        """Log the pairs new in `per_item`; return the distinct ones of the run, over all ranks.
+
+        Raises:
+            DataError: on every rank at once, past `trainer.max_skipped_pairs`; names them all.
+        """
+        for line in (line for lines in per_item for line in lines.splitlines()):
+            if line not in self.skipped_pairs:
+                self.skipped_pairs.append(line)
+                log.warning("step %d: skipped %s", self.global_step, line)
+        count = torch.tensor(float(len(self.skipped_pairs)), device=self.device)
+        total = int(self.trainer.strategy.reduce(count, reduce_op="sum").item())
+        if total > self.max_skipped_pairs:
+            pairs = [line for lines in gather_objects(self.skipped_pairs) for line in lines]
+            more = f" | and {len(pairs) - 20} more, each logged above" if len(pairs) > 20 else ""
+            raise DataError(
+                f"{total} training pairs could not be used (trainer.max_skipped_pairs="
+                f"{self.max_skipped_pairs}): " + " | ".join(pairs[:20]) + more + "; repair or "
+                "remove these files (python -m loftr.data.setup DATASET --check lists them all)"
+            )
+        return total
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
@@ -159,6 +189,7 @@ class LoFTRModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # every rank's generators: the ground-truth padding draws from torch's (SPEC §2.5)
         checkpoint["rng_states"] = gather_objects(_rng_states())
+        checkpoint["skipped_pairs"] = gather_objects(self.skipped_pairs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected, given = set(self.state_dict()), set(checkpoint.get("state_dict", {}))
@@ -169,6 +200,11 @@ class LoFTRModule(L.LightningModule):
                 f"unexpected keys {unexpected[:8]} (compare its hyper_parameters.config.model "
                 "with this run's model, matcher and supervision choices)"
             )
+        # rank 0 carries on the count of every rank (the world size may have changed)
+        skipped = checkpoint.get("skipped_pairs", [])
+        self.skipped_pairs = (
+            [p for pairs in skipped for p in pairs] if self.global_rank == 0 else []
+        )
         states = checkpoint.get("rng_states")
         if states:
             self._pending_rng_states = states

@@ -134,6 +134,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.hardware.num_workers,
         pin_memory=cfg.hardware.pin_memory,
         seed=cfg.seed,
+        max_skipped_pairs=cfg.trainer.max_skipped_pairs,
     )
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config)

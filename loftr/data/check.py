@@ -1,0 +1,165 @@
+"""``python -m loftr.data.setup DATASET --check``: read every file an index names, before training.
+
+For each split of the layout (ScanNet: train, test; MegaDepth: train, val, test) every scene index
+of its list is opened and every file and camera its pairs name (all pairs, whatever their
+overlap) is read the way a training or validation item reads it: images decoded (and not
+truncated), depth maps of the right size (with a valid pixel for training), intrinsics and poses
+finite and invertible. Each problem becomes one line naming the file; a progress bar counts the
+files on stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from loftr.data.io import read_list
+from loftr.data.setup import ASSETS, LAYOUT
+from loftr.errors import DataError
+
+#: OpenCV decodes and numpy parses outside the GIL, so threads speed a check up.
+DEFAULT_JOBS = max(1, min(8, os.cpu_count() or 1))
+
+
+def _splits(dataset: str, data_dir: Path) -> list[dict[str, Any]]:
+    """The indices of the layout and how training reads them (SPEC §1.4, §5.1)."""
+    layout, assets = LAYOUT[dataset], ASSETS[dataset]
+    assets_dir = data_dir.parent / "assets"
+    if dataset == "scannet":
+        return [
+            {
+                "label": "train",
+                "list": data_dir / layout["train_list"],
+                "npz_root": data_dir / layout["train_npz_root"],
+                "root": data_dir / layout["train_root"],
+                "intrinsics": data_dir / layout["train_intrinsics"],
+                "mode": "train",
+            },
+            {
+                "label": "test",
+                "list": assets_dir / assets["list"],
+                "npz_root": assets_dir / assets["folder"],
+                "root": data_dir / layout["test_root"],
+                "intrinsics": assets_dir / assets["intrinsics"],
+                "mode": "val",  # the ScanNet-1500 pairs validate training: depth is read
+            },
+        ]
+    return [
+        {
+            "label": "train",
+            "list": data_dir / layout["train_list"],
+            "npz_root": data_dir / layout["train_npz_root"],
+            "root": data_dir / layout["train_root"],
+            "mode": "train",
+        },
+        {
+            "label": "val",
+            "list": data_dir / layout["val_list"],
+            "npz_root": data_dir / layout["val_npz_root"],
+            "root": data_dir / layout["test_root"],
+            "mode": "val",
+        },
+        {
+            "label": "test",
+            "list": assets_dir / assets["list"],
+            "npz_root": assets_dir / assets["folder"],
+            "root": data_dir / layout["test_root"],
+            "mode": "test",
+        },
+    ]
+
+
+def _open_index(dataset: str, split: dict[str, Any], npz: Path) -> Any:
+    """The dataset of one scene index with every pair kept (no overlap filter)."""
+    if dataset == "scannet":
+        from loftr.data.scannet import ScanNetDataset
+
+        return ScanNetDataset(
+            split["root"], npz, split["intrinsics"], mode=split["mode"], min_overlap_score=-1.0
+        )
+    from loftr.data.megadepth import MegaDepthDataset
+
+    return MegaDepthDataset(split["root"], npz, mode=split["mode"], min_overlap_score=-1.0)
+
+
+def _problem(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except (DataError, OSError) as err:
+        return str(err)
+    return None
+
+
+def _checks(dataset: str, split: dict[str, Any]) -> Iterator[tuple[str, Callable[[], object]]]:
+    """``(file, check)`` over a split's indices; one that cannot be opened is its own check."""
+    try:
+        names = read_list(split["list"])
+    except DataError:
+        yield str(split["list"]), functools.partial(read_list, split["list"])
+        return
+    for name in names:
+        npz = split["npz_root"] / (name if name.endswith(".npz") else f"{name}.npz")
+        try:
+            index = _open_index(dataset, split, npz)
+        except DataError:
+            yield str(npz), functools.partial(_open_index, dataset, split, npz)
+            continue
+        yield from index.file_checks()
+
+
+def _unseen(
+    checks: Iterator[tuple[str, Callable[[], object]]], seen: set[str]
+) -> Iterator[Callable[[], object]]:
+    """The checks of files not checked yet (MegaDepth scene infos share their images)."""
+    for key, check in checks:
+        if key not in seen:
+            seen.add(key)
+            yield check
+
+
+def check_files(
+    dataset: str,
+    data_dir: str | os.PathLike = "data",
+    jobs: int = DEFAULT_JOBS,
+    progress: bool = True,
+) -> tuple[int, list[str]]:
+    """Read every file the layout's indices name, on ``jobs`` threads.
+
+    Args:
+        dataset: ``scannet`` or ``megadepth``.
+        data_dir: the data folder; the test indices are in ``<data_dir>/../assets``.
+        jobs: reader threads.
+        progress: show a tqdm bar per split on stderr.
+
+    Returns:
+        ``(files_checked, problems)``: one line per file at fault (a shared file once). Splits
+        whose list file is absent are left out (the layout report names them).
+    """
+    from tqdm import tqdm
+
+    seen: set[str] = set()
+    problems: list[str] = []
+    with ThreadPoolExecutor(max(1, int(jobs))) as pool:
+        for split in _splits(dataset, Path(data_dir)):
+            if not split["list"].is_file():
+                continue
+            bar = tqdm(desc=f"{dataset} {split['label']}", unit="file", disable=not progress)
+            pending = _unseen(_checks(dataset, split), seen)
+            while chunk := list(itertools.islice(pending, 256)):
+                problems += [p for p in pool.map(_problem, chunk) if p is not None]
+                bar.update(len(chunk))
+                bar.set_postfix(problems=len(problems))
+            bar.close()
+    return len(seen), problems
+
+
+def report_lines(checked: int, problems: Sequence[str]) -> list[str]:
+    """The printable outcome of :func:`check_files`."""
+    lines = [f"  BAD      {p}" for p in problems]
+    verdict = "all readable" if not problems else f"{len(problems)} with a problem"
+    return [*lines, f"checked {checked} files and cameras: {verdict}"]

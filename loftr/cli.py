@@ -53,11 +53,18 @@ def _remove_unused_job_dir() -> None:
     shutil.rmtree(job_dir, ignore_errors=True)
 
 
+def under_hydra() -> bool:
+    """Whether this process runs a Hydra job (an entry point), not a library call."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
+
+
 def hydra_overrides() -> list[str]:
     """The command line's overrides of this Hydra job; none outside a Hydra run."""
     from hydra.core.hydra_config import HydraConfig
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return list(HydraConfig.get().overrides.task) if under_hydra() else []
 
 
 def command(module: str, args: Sequence[str]) -> str:

@@ -160,25 +160,24 @@ def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 
 def checkpoint_model(
-    cfg: DictConfig, stored: Mapping[str, Any] | None, overrides: Sequence[str] = ()
+    model: DictConfig, stored: Mapping[str, Any] | None, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The model config a checkpoint runs with, validated (`model_config`).
 
-    A checkpoint of ours stores its model config; with `model_from_ckpt` that config is used and
-    the command line's `model.*` key overrides apply on top of it, so `model.match_coarse.thr=0.3`
-    takes effect. Group choices (`model=`, `matcher=`, `debug=`) do not: they describe another
-    architecture. Without a stored config (original, kornia files), or with
-    `model_from_ckpt=false`, the composed `cfg.model` is used.
+    A checkpoint of ours stores its model config: that config is used, with the command line's
+    `model.*` key overrides on top, so `model.match_coarse.thr=0.3` takes effect. Group choices
+    (`model=`, `matcher=`, `debug=`) do not: they describe another architecture. Without a
+    stored config (original and kornia files, or `model_from_ckpt=false`) `model` is used.
 
     Args:
-        cfg: the composed evaluate or match config (`model`, `model_from_ckpt`).
-        stored: the checkpoint's model config (`loftr.model.checkpoint.stored_model_config`).
+        model: the composed `model` node, which holds the overridden values.
+        stored: the checkpoint's model config, or None.
         overrides: the command line's overrides, as Hydra received them.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if stored is None or not cfg.model_from_ckpt:
-        return model_config(cfg.model)
+    if stored is None:
+        return model_config(model)
     merged = OmegaConf.create(copy.deepcopy(dict(stored)))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
@@ -191,7 +190,7 @@ def checkpoint_model(
             if isinstance(node, DictConfig):
                 node.pop(leaf, None)
         else:
-            OmegaConf.update(merged, key, OmegaConf.select(cfg.model, key), force_add=True)
+            OmegaConf.update(merged, key, OmegaConf.select(model, key), force_add=True)
     return model_config(merged)
 
 

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from loftr.config import checkpoint_model, validate_evaluate_config
+from loftr.config import validate_evaluate_config
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.metrics import (
     Protocol,
@@ -29,7 +29,6 @@ from loftr.metrics import (
     hash_index,
 )
 from loftr.model import LoFTR
-from loftr.model.checkpoint import checkpoint_state_dict, read_checkpoint, stored_model_config
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")
@@ -120,18 +119,14 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Args:
         cfg: the composed `evaluate` config.
         overrides: the command line's overrides: their `model.*` keys apply on top of a
-            checkpoint's stored model config (`loftr.config.checkpoint_model`).
+            checkpoint's stored model config (`LoFTR.from_checkpoint`).
 
     Returns:
         `metrics`, `protocol`, `cache` (the prediction file) and `cached` (True when reused).
     """
     validate_evaluate_config(cfg)
-    content = read_checkpoint(cfg.ckpt)
-    model_cfg = checkpoint_model(cfg, stored_model_config(content), overrides)
-    matcher = LoFTR(model_cfg)
-    weights = checkpoint_state_dict(content, cfg.ckpt)
-    matcher.check_fits(weights, f"checkpoint {cfg.ckpt}")
-    del content  # its optimizer states are twice the weights
+    matcher = LoFTR.from_checkpoint(cfg.ckpt, cfg.model, overrides, cfg.model_from_ckpt)
+    model_cfg = matcher.config
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt, model_cfg, dataset_cfg) / PREDICTION_FILE
@@ -142,7 +137,6 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         records = torch.load(cache, weights_only=True)
     else:
         datamodule.prepare_data()
-        matcher.load_state_dict(weights)
         device = (
             "cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,16 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.profiler import record_function
 
-from loftr.config import model_config
+from loftr.config import checkpoint_model, model_config
 from loftr.errors import CheckpointError
 from loftr.model.backbone import ResNetFPN_8_2, backbone_trunk, build_backbone
-from loftr.model.checkpoint import read_state_dict, strip_prefix
+from loftr.model.checkpoint import (
+    checkpoint_state_dict,
+    read_checkpoint,
+    read_state_dict,
+    stored_model_config,
+    strip_prefix,
+)
 from loftr.model.coarse_matching import CoarseMatching
 from loftr.model.fine import FinePreprocess, LazyFineMaps
 from loftr.model.variants import (
@@ -225,10 +231,35 @@ class LoFTR(nn.Module):
 
         The file goes through the one reader (`loftr.model.checkpoint.read_checkpoint`).
         """
-        state_dict = read_state_dict(path)
-        self.check_fits(state_dict, f"checkpoint {path}")
-        super().load_state_dict(state_dict)
+        self._load_fitting(read_state_dict(path), f"checkpoint {path}")
         return self
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        model: DictConfig,
+        overrides: Sequence[str] = (),
+        use_stored_config: bool = True,
+    ) -> LoFTR:
+        """A matcher built and loaded from a checkpoint file, every fault named in one line.
+
+        Args:
+            path: the checkpoint file.
+            model: the composed `model` node, for files without a stored config and for the
+                values of the command line's `model.*` overrides.
+            overrides: the command line's overrides (`loftr.config.checkpoint_model`).
+            use_stored_config: build the model a checkpoint of ours stores (`model_from_ckpt`).
+        """
+        content = read_checkpoint(path)
+        stored = stored_model_config(content) if use_stored_config else None
+        matcher = cls(checkpoint_model(model, stored, overrides))
+        matcher._load_fitting(checkpoint_state_dict(content, path), f"checkpoint {path}")
+        return matcher
+
+    def _load_fitting(self, state_dict: Mapping[str, Any], source: str) -> None:
+        self.check_fits(state_dict, source)
+        nn.Module.load_state_dict(self, state_dict)
 
 
 def _preview(keys: list[str], limit: int = 8) -> str:

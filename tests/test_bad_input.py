@@ -381,9 +381,15 @@ def test_printed_evaluate_and_resume_commands_work_when_pasted(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_pairs"] == 30
     resume_cmd = shlex.split(re.search(r"resume +: (.+)", report).group(1))
+    assert resume_cmd[:3] == ["python", "-m", "loftr.train"]
     assert resume_cmd[-2:] == [f"hydra.run.dir={run_dir}", "ckpt_path=last"]
-    resumed = subprocess.run(
-        [sys.executable, *resume_cmd[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600
+    # the pasted resume command composes (its continuation is tested with the SIGKILL resume)
+    composed = subprocess.run(
+        [sys.executable, *resume_cmd[1:], "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Restoring states" in resumed.stdout + resumed.stderr
+    assert composed.returncode == 0, composed.stderr[-3000:]
+    assert "ckpt_path: last" in composed.stdout and "limit_train_batches: 2" in composed.stdout

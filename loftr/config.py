@@ -260,8 +260,10 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
     if _require(config, "coarse.d_model") % 4:
         raise ConfigError("model.coarse.d_model must be divisible by 4 (sine position encoding)")
     _one_of(config, "match_coarse.match_type", MATCH_TYPES)
-    for key, kind in MODEL_RANGES:
-        _check_range(f"model.{key}", _require(config, key), kind)
+    for key, kind in MODEL_RANGES:  # the training-only ones may be absent at inference
+        section, leaf = key.split(".")
+        if leaf in config.get(section, {}):
+            _check_range(f"model.{key}", config[section][leaf], kind)
     if "loss" in config:
         from loftr.losses import check_loss_config  # the loss owns its rules (SPEC §4.1)
 

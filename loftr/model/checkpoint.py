@@ -66,8 +66,8 @@ def _unreadable(path: Path, exc: Exception) -> str:
         found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed|\n|$)", text)
         detail = found.group(1).strip() if found else "a pickled object"
         return (
-            f"holds pickled Python objects that a weights-only load refuses ({detail}): it "
-            "could run code when opened; re-save only its tensors from a trusted copy"
+            f"holds pickled Python objects that a weights-only load refuses ({detail}): they "
+            "may run code when opened; re-save only its tensors from a trusted copy"
         )
     first = text.splitlines()[0][:200] if text else ""
     return f"cannot be read ({exc.__class__.__name__}: {first}); it may be truncated"

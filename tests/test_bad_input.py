@@ -348,6 +348,7 @@ def test_match_uses_the_stored_model_its_coarse_stride_and_model_overrides(tmp_p
 
 
 # ------------------------------------------------------------- commands that paste back
+@pytest.mark.slow  # a training, an evaluation and a composition in subprocesses (~70 s loaded)
 def test_printed_evaluate_and_resume_commands_work_when_pasted(tmp_path):
     run_dir = tmp_path / "run"
     trained = run_cli(

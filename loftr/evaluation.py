@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from loftr.config import validate_evaluate_config
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.checkpoints import atomic_write
 from loftr.metrics import (
@@ -27,7 +29,7 @@ from loftr.metrics import (
     compute_symmetrical_epipolar_errors,
     hash_index,
 )
-from loftr.model import LoFTR, read_state_dict
+from loftr.model import LoFTR
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")
@@ -39,15 +41,6 @@ def file_hash(path: str | Path, length: int = 12) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:length]
-
-
-def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
-    """The model config stored in one of our checkpoints, or None for original/kornia files."""
-    content = torch.load(path, map_location="cpu", weights_only=True)
-    config = (
-        content.get("hyper_parameters", {}).get("config") if isinstance(content, dict) else None
-    )
-    return config.get("model") if isinstance(config, dict) else None
 
 
 def cache_key(ckpt: str | Path, model: dict[str, Any], dataset: dict[str, Any]) -> str:
@@ -118,17 +111,23 @@ def evaluate_predictions(records: list[dict[str, Any]], eval_cfg: Any) -> tuple[
     return metrics, rows
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate `cfg.ckpt` on `cfg.dataset`'s test set; write `metrics.json` into the run dir.
+
+    The checkpoint, the model config and the protocol settings are checked before anything is
+    written; nothing is created for a bad input.
+
+    Args:
+        cfg: the composed `evaluate` config.
+        overrides: the command line's overrides: their `model.*` keys apply on top of a
+            checkpoint's stored model config (`LoFTR.from_checkpoint`).
 
     Returns:
         `metrics`, `protocol`, `cache` (the prediction file) and `cached` (True when reused).
     """
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    if cfg.model_from_ckpt and (stored := checkpoint_model_config(cfg.ckpt)) is not None:
-        model_cfg = stored
+    validate_evaluate_config(cfg)
+    matcher = LoFTR.from_checkpoint(cfg.ckpt, cfg.model, overrides, cfg.model_from_ckpt)
+    model_cfg = matcher.config
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt, model_cfg, dataset_cfg) / PREDICTION_FILE
@@ -139,8 +138,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         records = torch.load(cache, weights_only=True)
     else:
         datamodule.prepare_data()
-        matcher = LoFTR(model_cfg)
-        matcher.load_state_dict(read_state_dict(cfg.ckpt))
         device = (
             "cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
         )
@@ -167,6 +164,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "n_pairs": len(records),
         "cache": str(cache),
     }
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return {**result, "rows": rows, "cached": cached}
 

@@ -239,6 +239,15 @@ ESTIMATORS: dict[str, str] = {
 """The named pose estimators, each with what it runs; the name is part of the :class:`Protocol`."""
 
 
+def check_pose_estimator(method: str) -> None:
+    """Raise ConfigError unless `method` is one of :data:`ESTIMATORS`."""
+    if method not in ESTIMATORS:
+        raise ConfigError(
+            f"Unknown pose estimator {method!r} (eval.pose_estimator); choose one of "
+            f"{sorted(ESTIMATORS)}."
+        )
+
+
 def estimate_pose(
     kpts0: ArrayLike,
     kpts1: ArrayLike,
@@ -270,11 +279,7 @@ def estimate_pose(
     Raises:
         ConfigError: an unknown estimator name, or poselib asked for but not installed.
     """
-    if method not in ESTIMATORS:
-        raise ConfigError(
-            f"Unknown pose estimator {method!r} (eval.pose_estimator); choose one of "
-            f"{sorted(ESTIMATORS)}."
-        )
+    check_pose_estimator(method)
     kpts0_np, kpts1_np = _to_numpy(kpts0), _to_numpy(kpts1)
     if len(kpts0_np) < 5:
         return None

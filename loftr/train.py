@@ -15,10 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
+from loftr.cli import one_line_errors
 from loftr.config import validate_run_config
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> float | None:
     from loftr.lightning.run import train  # heavy imports after Hydra's --help / --cfg paths
 

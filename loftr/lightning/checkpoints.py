@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from loftr.errors import CheckpointError, ConfigError
 from loftr.lightning.module import gather_objects
+from loftr.model.checkpoint import read_checkpoint
 
 LAST_CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
@@ -231,14 +231,8 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def readable_checkpoint(path: Path) -> str:
-    """`path` if it is a complete checkpoint file, else a CheckpointError naming it."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip: a cut file has no directory
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch checkpoint; resume from another "
-            "checkpoint (ckpt_path=PATH) or start afresh"
-        )
+    """`path` if the one checkpoint reader opens it, else its CheckpointError naming the file."""
+    read_checkpoint(path)
     return str(path)
 
 

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from loftr.config import model_config
 from loftr.data.skipping import SKIPPED_KEY
-from loftr.errors import CheckpointError, DataError, NonFiniteError
+from loftr.errors import DataError, NonFiniteError
 from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
 from loftr.losses import LoFTRLoss
 from loftr.metrics import (
@@ -23,7 +23,7 @@ from loftr.metrics import (
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
 )
-from loftr.model import LoFTR, count_parameters
+from loftr.model import LoFTR, count_parameters, strip_prefix
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,9 @@ class LoFTRModule(L.LightningModule):
         checkpoint["skipped_pairs"] = gather_objects(self.skipped_pairs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected, given = set(self.state_dict()), set(checkpoint.get("state_dict", {}))
-        if expected != given:
-            missing, unexpected = sorted(expected - given), sorted(given - expected)
-            raise CheckpointError(
-                f"the checkpoint was made by another architecture: missing keys {missing[:8]}, "
-                f"unexpected keys {unexpected[:8]} (compare its hyper_parameters.config.model "
-                "with this run's model, matcher and supervision choices)"
-            )
+        # keys and shapes, named in one line before Lightning's own load_state_dict
+        source = f"checkpoint {self._trainer.ckpt_path}" if self._trainer else "the checkpoint"
+        self.matcher.check_fits(strip_prefix(checkpoint.get("state_dict", {})), source)
         # rank 0 carries on the count of every rank (the world size may have changed)
         skipped = checkpoint.get("skipped_pairs", [])
         self.skipped_pairs = (

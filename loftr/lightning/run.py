@@ -14,7 +14,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from loftr.config import validate_run_config
+from loftr.cli import command, hydra_overrides, under_hydra
+from loftr.config import group_choice, validate_run_config
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
@@ -141,7 +142,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
-        filename="{epoch}-{auc@5:.3f}-{auc@10:.3f}-{auc@20:.3f}",
+        # no `=` or `@` in the name: `ckpt=<path>` must parse as a Hydra override unquoted
+        filename="epoch{epoch}-auc5_{auc@5:.3f}-auc10_{auc@10:.3f}-auc20_{auc@20:.3f}",
+        auto_insert_metric_name=False,
         monitor=cfg.checkpoint.monitor,
         mode=cfg.checkpoint.mode,
         save_top_k=cfg.checkpoint.save_top_k,
@@ -209,19 +212,47 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def report_run(
     run_dir: Path, best: ModelCheckpoint, logger: Logger | bool, trainer: L.Trainer
 ) -> None:
-    """Print where the run's outputs are, and how to sync an offline W&B run."""
+    """Print where the run's outputs are, how to sync an offline W&B run, and the commands that
+    evaluate and resume it, ready to paste (only for checkpoints that exist)."""
     if not trainer.is_global_zero:
         return
+    last = run_dir / "checkpoints" / LAST_CHECKPOINT
+    best_path = (
+        best.best_model_path
+        if best.best_model_path and Path(best.best_model_path).is_file()
+        else None
+    )
     lines = [f"run directory : {run_dir}"]
-    lines.append(f"best checkpoint: {best.best_model_path or '(none yet)'}")
-    lines.append(f"last checkpoint: {run_dir / 'checkpoints' / LAST_CHECKPOINT}")
+    lines.append(f"best checkpoint: {best_path or '(none saved)'}")
+    lines.append(f"last checkpoint: {last if last.is_file() else '(none saved)'}")
     lines.append(f"metrics       : {run_dir / 'metrics.json'}")
     if isinstance(logger, WandbLogger):
         wandb_dir = Path(logger.experiment.dir).parent
         lines.append(f"W&B files     : {wandb_dir}")
         if logger.experiment.settings.mode == "offline":
             lines.append(f"sync to W&B   : wandb sync {wandb_dir}")
+    if under_hydra() and (best_path or last.is_file()):  # the commands are the command line's
+        lines.append(f"evaluate      : {evaluate_command(best_path or last)}")
+    if under_hydra() and last.is_file():
+        lines.append(f"resume        : {resume_command(run_dir)}")
     rank_zero_info("\n".join(lines))
+
+
+def evaluate_command(ckpt: str | Path) -> str:
+    """`python -m loftr.evaluate` of a checkpoint on this run's dataset, as the run was started:
+    its `dataset` and `debug` choices and `dataset.*` overrides (the model comes from `ckpt`)."""
+    args = [f"ckpt={ckpt}"]
+    for group in ("dataset", "debug"):
+        if choice := group_choice(group, ""):
+            args.append(choice)
+    args += [o for o in hydra_overrides() if o.startswith("dataset.")]
+    return command("loftr.evaluate", args)
+
+
+def resume_command(run_dir: Path) -> str:
+    """This run's command again, in its own directory, from its own `last.ckpt`."""
+    kept = [o for o in hydra_overrides() if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
+    return command("loftr.train", [*kept, f"hydra.run.dir={run_dir}", "ckpt_path=last"])
 
 
 def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,16 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.profiler import record_function
 
-from loftr.config import model_config
+from loftr.config import checkpoint_model, model_config
 from loftr.errors import CheckpointError
 from loftr.model.backbone import ResNetFPN_8_2, backbone_trunk, build_backbone
+from loftr.model.checkpoint import (
+    checkpoint_state_dict,
+    read_checkpoint,
+    read_state_dict,
+    stored_model_config,
+    strip_prefix,
+)
 from loftr.model.coarse_matching import CoarseMatching
 from loftr.model.fine import FinePreprocess, LazyFineMaps
 from loftr.model.variants import (
@@ -22,8 +29,6 @@ from loftr.model.variants import (
     build_position_encoding,
     shape_kwargs,
 )
-
-CHECKPOINT_PREFIX = "matcher."
 
 
 class LoFTR(nn.Module):
@@ -185,66 +190,76 @@ class LoFTR(nn.Module):
         """Load original, kornia, Lightning or our weights, with or without the `matcher.` prefix.
 
         Raises:
-            CheckpointError: naming the missing and unexpected keys when `strict` and they differ.
+            CheckpointError: when `strict` and the keys or shapes differ (`check_fits`).
         """
         state_dict = strip_prefix(state_dict)
         if strict:
-            expected, given = set(self.state_dict()), set(state_dict)
-            missing, unexpected = sorted(expected - given), sorted(given - expected)
-            if missing or unexpected:
-                raise CheckpointError(
-                    "the checkpoint does not fit this LoFTR config: "
-                    f"missing keys {_preview(missing)}, unexpected keys {_preview(unexpected)} "
-                    "(check model.resolution, model.match_coarse.match_type and the widths)"
-                )
-            shapes = self.state_dict()
-            wrong = [
-                f"{k}: {tuple(v.shape)} vs {tuple(shapes[k].shape)}"
-                for k, v in state_dict.items()
-                if tuple(v.shape) != tuple(shapes[k].shape)
-            ]
-            if wrong:
-                raise CheckpointError(
-                    f"the checkpoint's shapes do not fit this LoFTR config: {_preview(wrong)}"
-                )
+            self.check_fits(state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def check_fits(
+        self, state_dict: Mapping[str, Any], source: str | Path = "the checkpoint"
+    ) -> None:
+        """Raise CheckpointError naming the first keys that are missing, extra or of other shapes.
+
+        Args:
+            state_dict: weights without the `matcher.` prefix.
+            source: what the weights come from, for the message (a checkpoint path).
+        """
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source} does not fit this LoFTR config: missing keys {_preview(missing)}, "
+                f"unexpected keys {_preview(unexpected)} (check model.resolution, "
+                "model.match_coarse.match_type and the widths)"
+            )
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+            for k, v in state_dict.items()
+            if tuple(v.shape) != tuple(expected[k].shape)
+        ]
+        if wrong:
+            raise CheckpointError(
+                f"{source} has other shapes than this LoFTR config (checkpoint vs model): "
+                f"{_preview(wrong, limit=3)} (check model.resnetfpn.block_dims and the widths)"
+            )
 
     def load_weights(self, path: str | Path) -> LoFTR:
         """Load a checkpoint file: a Lightning `.ckpt`, an original or kornia one, or a state dict.
 
-        The file is opened with `weights_only=True`, so it cannot run code (DESIGN "differs" 5).
+        The file goes through the one reader (`loftr.model.checkpoint.read_checkpoint`).
         """
-        self.load_state_dict(read_state_dict(path))
+        self._load_fitting(read_state_dict(path), f"checkpoint {path}")
         return self
 
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        model: DictConfig,
+        overrides: Sequence[str] = (),
+        use_stored_config: bool = True,
+    ) -> LoFTR:
+        """A matcher built and loaded from a checkpoint file, every fault named in one line.
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights inside a checkpoint file, `state_dict` node or bare, prefix stripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle refused by weights_only, ...
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); it may be truncated"
-        ) from None
-    state = content.get("state_dict", content) if isinstance(content, Mapping) else None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
-    # a Lightning checkpoint of ours also holds the loss module's (empty) and other prefixes
-    if any(k.startswith(CHECKPOINT_PREFIX) for k in state):
-        state = {k: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
-    return strip_prefix(state)
+        Args:
+            path: the checkpoint file.
+            model: the composed `model` node, for files without a stored config and for the
+                values of the command line's `model.*` overrides.
+            overrides: the command line's overrides (`loftr.config.checkpoint_model`).
+            use_stored_config: build the model a checkpoint of ours stores (`model_from_ckpt`).
+        """
+        content = read_checkpoint(path)
+        stored = stored_model_config(content) if use_stored_config else None
+        matcher = cls(checkpoint_model(model, stored, overrides))
+        matcher._load_fitting(checkpoint_state_dict(content, path), f"checkpoint {path}")
+        return matcher
 
-
-def strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop a leading `matcher.` from every key (Lightning checkpoints, SPEC §2.8)."""
-    n = len(CHECKPOINT_PREFIX)
-    return {(k[n:] if k.startswith(CHECKPOINT_PREFIX) else k): v for k, v in state_dict.items()}
+    def _load_fitting(self, state_dict: Mapping[str, Any], source: str) -> None:
+        self.check_fits(state_dict, source)
+        nn.Module.load_state_dict(self, state_dict)
 
 
 def _preview(keys: list[str], limit: int = 8) -> str:

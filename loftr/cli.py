@@ -1,0 +1,72 @@
+"""What the command-line entry points share: bad input in one line, and commands to paste back."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loftr.errors import LoFTRError
+
+F = TypeVar("F", bound=Callable[..., Any])
+# what Hydra writes into a job's directory before the job runs
+HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def one_line_errors(main: F) -> F:
+    """Decorate an entry point: a LoFTRError prints `error: <message>` on stderr and exits 2.
+
+    Under `@hydra.main`, the job directory Hydra made for the failed job is removed when it holds
+    nothing but Hydra's own files (`.hydra/` and the job log), so bad input leaves no empty run
+    folder behind; a directory with anything else in it (a checkpoint, metrics) is kept.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except LoFTRError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            _remove_unused_job_dir()
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _remove_unused_job_dir() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    job_dir = Path(hydra.runtime.output_dir)
+    subdir = job_dir / str(hydra.output_subdir) if hydra.output_subdir else None
+    expected = {f"{hydra.job.name}.log"} | ({subdir.name} if subdir else set())
+    if not job_dir.is_dir() or {p.name for p in job_dir.iterdir()} - expected:
+        return
+    if subdir and subdir.exists() and {p.name for p in subdir.iterdir()} - HYDRA_FILES:
+        return
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def under_hydra() -> bool:
+    """Whether this process runs a Hydra job (an entry point), not a library call."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
+
+
+def hydra_overrides() -> list[str]:
+    """The command line's overrides of this Hydra job; none outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if under_hydra() else []
+
+
+def command(module: str, args: Sequence[str]) -> str:
+    """`python -m module args...`, quoted for a POSIX shell where an argument needs it."""
+    return " ".join(["python", "-m", module, *(shlex.quote(str(a)) for a in args)])

@@ -14,32 +14,47 @@ from typing import Any
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loftr.lightning.module import gather_objects
 from loftr.viz import figure_to_array, make_evaluation_figure
 
 LAST_CHECKPOINT = "last.ckpt"
+# what a scheduler or a user sends to stop a run: SLURM and submitit send SIGUSR1/2 before a
+# time limit, SIGTERM at preemption, scancel or the limit itself; Ctrl+C is SIGINT
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class LastCheckpoint(L.Callback):
     """`last.ckpt`: refreshed every `every_n_train_steps` optimizer steps, after each validation,
-    at the end, and when SIGTERM or SIGINT asks the run to stop.
+    at the end, and when a stop signal asks the run to stop.
 
-    A signal lets the current step finish; every rank then saves (the ranks agree through one
-    all-reduce per step) and the run stops cleanly, so SLURM preemption loses nothing. A second
-    Ctrl+C interrupts at once. SIGKILL loses at most the steps since the last refresh; the run
-    resumes exactly with `ckpt_path=last` (the checkpoint holds the sampler position and the RNG
-    states). Lightning writes checkpoints through a temporary file and a rename (fsspec
-    transaction), so a crash while writing leaves the previous `last.ckpt` intact.
+    Stop signals are SIGTERM, SIGINT and SIGUSR1/SIGUSR2 (what SLURM and submitit send before a
+    time limit). The handler only records the signal; at the end of every training and
+    validation batch the ranks agree on it through one all-reduce, so all stop at the same
+    batch. The run then saves and leaves through Lightning's own stop path (`SIGTERMException`,
+    the exception its loops raise for SIGTERM): no further batch, no validation and no top-k
+    checkpoint for the interrupted epoch. A stop during validation saves the training state of
+    the finished epoch with that validation marked as begun and not done, so the resumed run
+    validates the epoch again from its first batch before going on. A signal that comes after
+    the last validation batch lets the epoch end as usual and stops after the next training
+    batch, or at the end of the run. A second SIGINT stops at once, without saving.
+
+    SIGKILL loses at most the steps since the last refresh; the run resumes exactly with
+    `ckpt_path=last` (the checkpoint holds the sampler position and the RNG states). Lightning
+    writes checkpoints through a temporary file and a rename (fsspec transaction), so a crash
+    while writing leaves the previous `last.ckpt` intact.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = int(every_n_train_steps)
         self._last_step_saved = -1
-        self.stopped_by: str | None = None
+        self.stopped_by: str | None = None  # the stop signal's name, once the run stops for it
+        self.stopped_in: str | None = None  # "training", "validation", "the end" or "at once"
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -47,8 +62,8 @@ class LastCheckpoint(L.Callback):
     def path(self) -> Path:
         return self.dirpath / LAST_CHECKPOINT
 
-    def _save(self, trainer: L.Trainer) -> None:
-        if trainer.sanity_checking or trainer.global_step == self._last_step_saved:
+    def _save(self, trainer: L.Trainer, force: bool = False) -> None:
+        if trainer.sanity_checking or (not force and trainer.global_step == self._last_step_saved):
             return
         trainer.save_checkpoint(self.path)
         self._last_step_saved = trainer.global_step
@@ -56,42 +71,96 @@ class LastCheckpoint(L.Callback):
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signal == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl+C: stop now
-        self._signal = signum
+            self.stopped_by, self.stopped_in = "SIGINT", "at once"  # a second Ctrl+C
+            raise SIGTERMException
+        if self._signal is None:
+            self._signal = signum
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+    def _install_handlers(self, trainer: L.Trainer) -> None:
+        """Replace Lightning's SIGTERM handler (and the defaults) with `_on_signal`.
+
+        Lightning's handler sets a flag that each rank's loops read on their own and, under
+        DDP, broadcasts from inside the handler; the agreement at batch ends replaces both.
+        A SIGTERM Lightning caught before this point is taken over.
+        """
+        if self._previous_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        if trainer.received_sigterm and self._signal is None:
+            self._signal = signal.SIGTERM
+        for signum in STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
 
+    def _agreed_signal(self, trainer: L.Trainer) -> int:
+        """The stop signal any rank received (the highest number), 0 if none; a collective."""
+        received = torch.tensor(self._signal or 0, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(received, reduce_op="max"))
+
+    def _stop(self, trainer: L.Trainer, signum: int, stage: str) -> None:
+        self.stopped_by, self.stopped_in = signal.Signals(signum).name, stage
+        raise SIGTERMException
+
     # -------------------------------------------------------------------- hooks
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handlers(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handlers(trainer)
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         step = trainer.global_step
         if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
             self._save(trainer)
-        if trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False):
+        signum = self._agreed_signal(trainer)
+        if signum:
             self._save(trainer)
-            self.stopped_by = signal.Signals(self._signal or signal.SIGTERM).name
-            trainer.should_stop = True
+            self._stop(trainer, signum, "training")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.state.fn != "fit":
+            return
+        signum = self._agreed_signal(trainer)
+        if signum:
+            if not trainer.sanity_checking:
+                _mark_validation_begun(trainer)
+                self._save(trainer, force=True)
+            self._stop(trainer, signum, "validation")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.should_stop:
+        if trainer.state.fn == "fit":
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
-        if self.stopped_by is None:
-            self._save(trainer)
+        self._save(trainer)
+        signum = self._agreed_signal(trainer)
+        if signum:  # the run is complete, but whoever sent the signal learns that it stopped
+            self.stopped_by, self.stopped_in = signal.Signals(signum).name, "the end"
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
     ) -> None:
         self._restore_handlers()
+
+
+def _mark_validation_begun(trainer: L.Trainer) -> None:
+    """Rewind the running validation's progress to "inside its first batch".
+
+    A checkpoint saved from this state resumes by running the whole validation again, as after
+    a failure in its first step (Lightning's restart "mid evaluation"), instead of treating the
+    epoch's validation as done.
+    """
+    progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    counters = ("ready", "started", "processed", "completed")
+    before = {k: getattr(progress.total, k) - getattr(progress.current, k) for k in counters}
+    begun = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    progress.current.load_state_dict(begun)
+    progress.total.load_state_dict({k: before[k] + begun[k] for k in counters})
+    progress.is_last_batch = False
 
 
 class ValidationReport(L.Callback):

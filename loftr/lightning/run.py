@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from loftr.config import validate_run_config
@@ -153,7 +154,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         `metrics` (the validation metrics of the last epoch), `best_ckpt`, `run_dir`,
-        `trainer`, `module`, `datamodule`.
+        `trainer`, `module`, `datamodule`, and `stopped_by`/`stopped_in` (the stop signal's name
+        and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
     validate_run_config(cfg)
     run_dir = Path(cfg.run_dir)
@@ -215,6 +217,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir),
             weights_only=True,  # a checkpoint cannot run code (DESIGN "differs" 5)
         )
+    except SIGTERMException:
+        if last.stopped_by is None:  # not a stop of ours: keep Lightning's meaning
+            raise
     finally:
         report_run(run_dir, best, logger, trainer)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
@@ -227,6 +232,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "module": module,
         "datamodule": datamodule,
         "stopped_by": last.stopped_by,
+        "stopped_in": last.stopped_in,
     }
 
 

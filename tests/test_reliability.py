@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -17,7 +18,7 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
-from run_helpers import wait_for_last_checkpoint
+from run_helpers import Output, wait_for_last_checkpoint, wait_until
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
@@ -61,7 +62,7 @@ TRAIN = [
 ]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum):
     proc = subprocess.Popen(
         [*TRAIN, f"hydra.run.dir={tmp_path}"],
@@ -79,6 +80,69 @@ def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == stopped_at < 40
     assert ckpt["LoFTRDataModule"]["train_sampler"]["consumed"] == stopped_at  # batch 1
+    # no validation after the stop, so no top-k entry for the unfinished epoch
+    assert not list((tmp_path / "checkpoints").glob("epoch*"))
+    assert not (tmp_path / "metrics.json").exists()
+    assert_nothing_half_written(tmp_path)
+
+
+VAL_BATCHES = 6
+VALIDATING = [
+    sys.executable,
+    "-m",
+    "loftr.train",
+    "debug=fast",
+    "logger=none",
+    "trainer.limit_train_batches=2",
+    f"trainer.limit_val_batches={VAL_BATCHES}",
+    "trainer.enable_progress_bar=true",  # the test reads the validation batches off the bar
+]
+
+
+def validation_batches_done(output: Output) -> int:
+    bar = rf"Validation DataLoader 0:[^|]*\|[^|]*\| (\d+)/{VAL_BATCHES}"
+    done = re.findall(bar, output.text("stdout"))
+    return int(done[-1]) if done else 0
+
+
+def test_signal_in_the_final_validation_stops_after_that_batch_and_resume_validates_again(
+    tmp_path,
+):
+    proc = subprocess.Popen(
+        [*VALIDATING, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    output = Output(proc)
+    assert wait_until(proc, lambda: validation_batches_done(output) >= 1)
+    seen = validation_batches_done(output)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    out, err = output.join()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    assert "stopped by SIGTERM after step 2, during validation" in out
+    # the batch under way when the signal came was the last one (the bar shows finished ones)
+    assert validation_batches_done(output) <= seen + 1 < VAL_BATCHES
+    ckpt_dir = tmp_path / "checkpoints"
+    assert not list(ckpt_dir.glob("epoch*")), "a top-k entry for an unfinished validation"
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "figures").exists()
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 2
+
+    resumed = subprocess.run(
+        [*VALIDATING, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # the whole validation again, from its first pair, and no training step more
+    assert metrics["last"]["epoch"] == 0 and metrics["global_step"] == 2
+    assert metrics["last"]["sets"]["synthetic_test"]["n_pairs"] == VAL_BATCHES
+    assert len(list(ckpt_dir.glob("epoch=0*"))) == 1
     assert_nothing_half_written(tmp_path)
 
 

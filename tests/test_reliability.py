@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -18,10 +19,12 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from run_helpers import Output, wait_for_last_checkpoint, wait_until
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from loftr.lightning.callbacks import LastCheckpoint
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
 
@@ -144,6 +147,28 @@ def test_signal_in_the_final_validation_stops_after_that_batch_and_resume_valida
     assert metrics["last"]["sets"]["synthetic_test"]["n_pairs"] == VAL_BATCHES
     assert len(list(ckpt_dir.glob("epoch=0*"))) == 1
     assert_nothing_half_written(tmp_path)
+
+
+def test_two_quick_ctrl_c_are_two_even_inside_one_c_call(tmp_path):
+    """Both SIGINTs arrive while the main thread is in one C call, so Python calls the handler
+    once; the second still stops at once (the wakeup pipe counted two deliveries)."""
+    last = LastCheckpoint(tmp_path, every_n_train_steps=0)
+    sender = subprocess.Popen(
+        ["sh", "-c", f"read go; kill -INT {os.getpid()}; sleep 0.1; kill -INT {os.getpid()}"],
+        stdin=subprocess.PIPE,
+    )
+    last._install_handlers(SimpleNamespace(received_sigterm=False))
+    try:
+        with pytest.raises(SIGTERMException):
+            sender.stdin.write(b"go\n")
+            sender.stdin.close()
+            sum(range(10**8))  # one C call of a second or more: no handler runs inside it
+            sender.wait()
+    finally:
+        last._restore_handlers()
+        sender.wait()
+    assert (last.stopped_by, last.stopped_in) == ("SIGINT", "at once")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):

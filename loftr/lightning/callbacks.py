@@ -57,6 +57,7 @@ class LastCheckpoint(L.Callback):
         self.stopped_in: str | None = None  # "training", "validation", "the end" or "at once"
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._wakeup = (-1, -1, -1)  # the pipe that counts deliveries, and the previous fd
 
     @property
     def path(self) -> Path:
@@ -70,7 +71,13 @@ class LastCheckpoint(L.Callback):
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._signal == signal.SIGINT and signum == signal.SIGINT:
+        # Signals that come while the main thread is inside one C call (a long kernel, a CUDA
+        # sync) reach Python as one call; the wakeup pipe holds one byte per delivery.
+        try:
+            deliveries = os.read(self._wakeup[0], 4096).count(signum)
+        except OSError:  # empty
+            deliveries = 1
+        if signum == signal.SIGINT and (self._signal == signal.SIGINT or deliveries > 1):
             self.stopped_by, self.stopped_in = "SIGINT", "at once"  # a second Ctrl+C
             raise SIGTERMException
         if self._signal is None:
@@ -87,13 +94,24 @@ class LastCheckpoint(L.Callback):
             return
         if trainer.received_sigterm and self._signal is None:
             self._signal = signal.SIGTERM
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self._wakeup = (read, write, previous)
         for signum in STOP_SIGNALS:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _restore_handlers(self) -> None:
+        if not self._previous_handlers:
+            return
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+        read, write, previous = self._wakeup
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
 
     def _agreed_signal(self, trainer: L.Trainer) -> int:
         """The stop signal any rank received (the highest number), 0 if none; a collective."""

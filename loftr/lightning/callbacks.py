@@ -134,11 +134,17 @@ class LastCheckpoint(L.Callback):
         if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
             self._save(trainer)
         signum = self._agreed_signal(trainer)
-        if signum:
+        if signum and not _validation_follows(trainer):  # else stop as validation starts
             self._save(trainer)
             self._stop(trainer, signum, "training")
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_in_validation(trainer)
+
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_in_validation(trainer)
+
+    def _stop_in_validation(self, trainer: L.Trainer) -> None:
         if trainer.state.fn != "fit":
             return
         signum = self._agreed_signal(trainer)
@@ -163,6 +169,22 @@ class LastCheckpoint(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
     ) -> None:
         self._restore_handlers()
+
+
+def _validation_follows(trainer: L.Trainer) -> bool:
+    """Whether the epoch's validation comes right after this training batch.
+
+    A checkpoint saved at the end of an epoch's last training batch resumes in the next epoch
+    (Lightning takes that epoch's validation as done), so a stop there waits for the
+    validation's start and saves it as begun.
+    """
+    every = trainer.check_val_every_n_epoch
+    return (
+        trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        and trainer.enable_validation
+        and every is not None
+        and (trainer.current_epoch + 1) % every == 0
+    )
 
 
 def _mark_validation_begun(trainer: L.Trainer) -> None:

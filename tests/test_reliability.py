@@ -52,6 +52,8 @@ def assert_nothing_half_written(run_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------- interruptions
+# one thread: multi-threaded CPU reductions differ in the last bits from run to run
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN = [
     sys.executable,
     "-m",
@@ -96,57 +98,90 @@ VALIDATING = [
     "loftr.train",
     "debug=fast",
     "logger=none",
+    "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",
     f"trainer.limit_val_batches={VAL_BATCHES}",
     "trainer.enable_progress_bar=true",  # the test reads the validation batches off the bar
 ]
 
 
-def validation_batches_done(output: Output) -> int:
+def validation_batches_done(output: Output, since: int = 0) -> int:
+    """Finished batches of the validation under way, as the progress bar shows them."""
     bar = rf"Validation DataLoader 0:[^|]*\|[^|]*\| (\d+)/{VAL_BATCHES}"
-    done = re.findall(bar, output.text("stdout"))
+    done = re.findall(bar, output.text("stdout")[since:])
     return int(done[-1]) if done else 0
 
 
-def test_signal_in_the_final_validation_stops_after_that_batch_and_resume_validates_again(
-    tmp_path,
-):
+def stop_in_validation(run_dir: Path, signum: int, after_metrics: bool) -> tuple[str, int]:
+    """Start (or resume) the run, send `signum` once a validation batch is done (the second
+    validation of the run when `after_metrics`: metrics.json marks the first's end); return the
+    run's stdout and how many batches that validation finished."""
     proc = subprocess.Popen(
-        [*VALIDATING, f"hydra.run.dir={tmp_path}"],
+        [*VALIDATING, f"hydra.run.dir={run_dir}"],
         cwd=ROOT,
+        env=SINGLE_THREAD,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    output = Output(proc)
-    assert wait_until(proc, lambda: validation_batches_done(output) >= 1)
-    seen = validation_batches_done(output)
-    proc.send_signal(signal.SIGTERM)
+    output, since = Output(proc), 0
+    if after_metrics:
+        assert wait_until(proc, (run_dir / "metrics.json").exists)
+        since = len(output.text("stdout"))
+    assert wait_until(proc, lambda: validation_batches_done(output, since) >= 1)
+    seen = validation_batches_done(output, since)
+    proc.send_signal(signum)
     proc.wait(timeout=300)
     out, err = output.join()
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]
     assert "Traceback" not in err
-    assert "stopped by SIGTERM after step 2, during validation" in out
-    # the batch under way when the signal came was the last one (the bar shows finished ones)
-    assert validation_batches_done(output) <= seen + 1 < VAL_BATCHES
-    ckpt_dir = tmp_path / "checkpoints"
-    assert not list(ckpt_dir.glob("epoch*")), "a top-k entry for an unfinished validation"
-    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "figures").exists()
-    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 2
+    # the batch under way when the signal came was the last (the bar shows finished ones)
+    assert validation_batches_done(output, since) <= seen + 1 < VAL_BATCHES
+    return out, seen
 
-    resumed = subprocess.run(
-        [*VALIDATING, f"hydra.run.dir={tmp_path}"],
+
+def test_signal_in_validation_stops_after_that_batch_and_the_run_resumes_exactly(tmp_path):
+    reference, run_dir = tmp_path / "reference", tmp_path / "stopped"
+    subprocess.run(
+        [*VALIDATING, f"hydra.run.dir={reference}"],
         cwd=ROOT,
+        env=SINGLE_THREAD,
+        check=True,
         capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    # the whole validation again, from its first pair, and no training step more
-    assert metrics["last"]["epoch"] == 0 and metrics["global_step"] == 2
+    ckpt_dir = run_dir / "checkpoints"
+    # epoch 0's validation: no top-k entry, no metrics, nothing logged for it
+    out, _ = stop_in_validation(run_dir, signal.SIGTERM, after_metrics=False)
+    assert "stopped by SIGTERM after step 2, during validation" in out
+    assert not list(ckpt_dir.glob("epoch*")), "a top-k entry for an unfinished validation"
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "figures").exists()
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 2
+    # resumed: epoch 0 validated again in full, then the final validation stopped by SIGUSR2
+    out, _ = stop_in_validation(run_dir, signal.SIGUSR2, after_metrics=True)
+    assert "stopped by SIGUSR2 after step 4, during validation" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["last"]["epoch"] == 0
     assert metrics["last"]["sets"]["synthetic_test"]["n_pairs"] == VAL_BATCHES
-    assert len(list(ckpt_dir.glob("epoch=0*"))) == 1
-    assert_nothing_half_written(tmp_path)
+    assert [p.name.split("-")[0] for p in ckpt_dir.glob("epoch*")] == ["epoch=0"]
+    # resumed again: the final validation redone, and the run equals the uninterrupted one
+    subprocess.run(
+        [*VALIDATING, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=SINGLE_THREAD,
+        check=True,
+        capture_output=True,
+    )
+    ref_ckpt, ckpt = (
+        torch.load(d / "checkpoints/last.ckpt", weights_only=True) for d in (reference, run_dir)
+    )
+    assert ckpt["global_step"] == ref_ckpt["global_step"] == 4
+    for key, value in ref_ckpt["state_dict"].items():
+        assert torch.equal(ckpt["state_dict"][key], value), key
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["last"] == ref_metrics["last"] and metrics["best"] == ref_metrics["best"]
+    names = sorted(p.name for p in ckpt_dir.glob("epoch*"))
+    assert names == sorted(p.name for p in (reference / "checkpoints").glob("epoch*"))
+    assert_nothing_half_written(run_dir)
 
 
 def test_two_quick_ctrl_c_are_two_even_inside_one_c_call(tmp_path):

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -112,12 +113,12 @@ def validation_batches_done(output: Output, since: int = 0) -> int:
     return int(done[-1]) if done else 0
 
 
-def stop_in_validation(run_dir: Path, signum: int, after_metrics: bool) -> tuple[str, int]:
+def stop_in_validation(run_dir: Path, signum: int, after_metrics: bool, *extra: str) -> str:
     """Start (or resume) the run, send `signum` once a validation batch is done (the second
     validation of the run when `after_metrics`: metrics.json marks the first's end); return the
-    run's stdout and how many batches that validation finished."""
+    run's stdout."""
     proc = subprocess.Popen(
-        [*VALIDATING, f"hydra.run.dir={run_dir}"],
+        [*VALIDATING, f"hydra.run.dir={run_dir}", *extra],
         cwd=ROOT,
         env=SINGLE_THREAD,
         stdout=subprocess.PIPE,
@@ -136,7 +137,7 @@ def stop_in_validation(run_dir: Path, signum: int, after_metrics: bool) -> tuple
     assert "Traceback" not in err
     # the batch under way when the signal came was the last (the bar shows finished ones)
     assert validation_batches_done(output, since) <= seen + 1 < VAL_BATCHES
-    return out, seen
+    return out
 
 
 def test_signal_in_validation_stops_after_that_batch_and_the_run_resumes_exactly(tmp_path):
@@ -150,13 +151,13 @@ def test_signal_in_validation_stops_after_that_batch_and_the_run_resumes_exactly
     )
     ckpt_dir = run_dir / "checkpoints"
     # epoch 0's validation: no top-k entry, no metrics, nothing logged for it
-    out, _ = stop_in_validation(run_dir, signal.SIGTERM, after_metrics=False)
+    out = stop_in_validation(run_dir, signal.SIGTERM, after_metrics=False)
     assert "stopped by SIGTERM after step 2, during validation" in out
     assert not list(ckpt_dir.glob("epoch*")), "a top-k entry for an unfinished validation"
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "figures").exists()
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 2
     # resumed: epoch 0 validated again in full, then the final validation stopped by SIGUSR2
-    out, _ = stop_in_validation(run_dir, signal.SIGUSR2, after_metrics=True)
+    out = stop_in_validation(run_dir, signal.SIGUSR2, after_metrics=True)
     assert "stopped by SIGUSR2 after step 4, during validation" in out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["last"]["epoch"] == 0
@@ -182,6 +183,30 @@ def test_signal_in_validation_stops_after_that_batch_and_the_run_resumes_exactly
     names = sorted(p.name for p in ckpt_dir.glob("epoch*"))
     assert names == sorted(p.name for p in (reference / "checkpoints").glob("epoch*"))
     assert_nothing_half_written(run_dir)
+
+
+def test_ddp_ranks_agree_on_a_stop_in_validation(tmp_path):
+    """SIGTERM to rank 0 alone (rank 1 is its child process): both ranks stop after the same
+    validation batch and save together; neither waits for the other."""
+    out = stop_in_validation(tmp_path, signal.SIGTERM, False, "hardware=cpu2")
+    assert "stopped by SIGTERM after step 2, during validation" in out
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 and len(ckpt["rng_states"]) == 2  # both ranks saved
+    assert not list((tmp_path / "checkpoints").glob("epoch*"))
+
+    def rank_1_running() -> bool:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(tmp_path) in cmdline.read_text():
+                    return True
+            except OSError:  # the process ended meanwhile
+                pass
+        return False
+
+    deadline = time.time() + 60
+    while rank_1_running() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not rank_1_running()
 
 
 def test_two_quick_ctrl_c_are_two_even_inside_one_c_call(tmp_path):

@@ -37,11 +37,13 @@ class LastCheckpoint(L.Callback):
     validation batch the ranks agree on it through one all-reduce, so all stop at the same
     batch. The run then saves and leaves through Lightning's own stop path (`SIGTERMException`,
     the exception its loops raise for SIGTERM): no further batch, no validation and no top-k
-    checkpoint for the interrupted epoch. A stop during validation saves the training state of
-    the finished epoch with that validation marked as begun and not done, so the resumed run
-    validates the epoch again from its first batch before going on. A signal that comes after
-    the last validation batch lets the epoch end as usual and stops after the next training
-    batch, or at the end of the run. A second SIGINT stops at once, without saving.
+    checkpoint for the interrupted epoch. A stop during validation, or at an epoch's last
+    training batch, saves the finished epoch's training with its validation marked as begun,
+    so the resumed run validates that epoch again from its first batch (RNG states restored at
+    its start) and goes on exactly as an uninterrupted run. A signal that comes after the last
+    validation batch lets the epoch end as usual and stops after the next training batch, or
+    at the end of the run. A second SIGINT stops at once, without saving. Under DDP a signal
+    that reaches one rank only stops them all.
 
     SIGKILL loses at most the steps since the last refresh; the run resumes exactly with
     `ckpt_path=last` (the checkpoint holds the sampler position and the RNG states). Lightning

@@ -28,6 +28,7 @@ from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from loftr.lightning.callbacks import LastCheckpoint
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
+from loftr.train import report_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "data/synthetic/scannet"
@@ -207,6 +208,23 @@ def test_ddp_ranks_agree_on_a_stop_in_validation(tmp_path):
     while rank_1_running() and time.time() < deadline:
         time.sleep(0.2)
     assert not rank_1_running()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_requeue_signal_goes_on_to_the_handler_installed_before_training(signum, capsys):
+    """submitit's SIGUSR1/2 handler requeues the job: it runs once the run has saved and said
+    where it stopped. Its SIGTERM handler only logs, so a SIGTERM does not go on."""
+    calls: list[int] = []
+    previous = signal.signal(signum, lambda received, frame: calls.append(received))
+    result = {"stopped_by": signum.name, "stopped_in": "training"}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            report_stop({**result, "trainer": SimpleNamespace(global_step=7)}, "runs/x")
+    finally:
+        signal.signal(signum, previous)
+    assert calls == ([signum] if signum == signal.SIGUSR2 else [])
+    assert stop.value.code == 128 + signum
+    assert f"stopped by {signum.name} after step 7, during training" in capsys.readouterr().out
 
 
 def test_two_quick_ctrl_c_are_two_even_inside_one_c_call(tmp_path):

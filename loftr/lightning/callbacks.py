@@ -120,7 +120,7 @@ class LastCheckpoint(L.Callback):
         received = torch.tensor(self._signal or 0, device=trainer.strategy.root_device)
         return int(trainer.strategy.reduce(received, reduce_op="max"))
 
-    def _stop(self, trainer: L.Trainer, signum: int, stage: str) -> None:
+    def _stop(self, signum: int, stage: str) -> None:
         self.stopped_by, self.stopped_in = signal.Signals(signum).name, stage
         raise SIGTERMException
 
@@ -138,7 +138,7 @@ class LastCheckpoint(L.Callback):
         signum = self._agreed_signal(trainer)
         if signum and not _validation_follows(trainer):  # else stop as validation starts
             self._save(trainer)
-            self._stop(trainer, signum, "training")
+            self._stop(signum, "training")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_in_validation(trainer)
@@ -154,7 +154,7 @@ class LastCheckpoint(L.Callback):
             if not trainer.sanity_checking:
                 _mark_validation_begun(trainer)
                 self._save(trainer, force=True)
-            self._stop(trainer, signum, "validation")
+            self._stop(signum, "validation")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -10,19 +11,24 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from run_helpers import wait_for_last_checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from run_helpers import Output, wait_for_last_checkpoint, wait_until
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from loftr.lightning.callbacks import LastCheckpoint
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
+from loftr.train import report_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "data/synthetic/scannet"
@@ -48,6 +54,8 @@ def assert_nothing_half_written(run_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------- interruptions
+# one thread: multi-threaded CPU reductions differ in the last bits from run to run
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN = [
     sys.executable,
     "-m",
@@ -61,7 +69,7 @@ TRAIN = [
 ]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum):
     proc = subprocess.Popen(
         [*TRAIN, f"hydra.run.dir={tmp_path}"],
@@ -79,7 +87,166 @@ def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == stopped_at < 40
     assert ckpt["LoFTRDataModule"]["train_sampler"]["consumed"] == stopped_at  # batch 1
+    # no validation after the stop, so no top-k entry for the unfinished epoch
+    assert not list((tmp_path / "checkpoints").glob("epoch*"))
+    assert not (tmp_path / "metrics.json").exists()
     assert_nothing_half_written(tmp_path)
+
+
+VAL_BATCHES = 6
+VALIDATING = [
+    sys.executable,
+    "-m",
+    "loftr.train",
+    "debug=fast",
+    "logger=none",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",
+    f"trainer.limit_val_batches={VAL_BATCHES}",
+    "trainer.enable_progress_bar=true",  # the test reads the validation batches off the bar
+]
+
+
+def validation_batches_done(output: Output, since: int = 0) -> int:
+    """Finished batches of the validation under way, as the progress bar shows them."""
+    bar = rf"Validation DataLoader 0:[^|]*\|[^|]*\| (\d+)/{VAL_BATCHES}"
+    done = re.findall(bar, output.text("stdout")[since:])
+    return int(done[-1]) if done else 0
+
+
+def stop_in_validation(run_dir: Path, signum: int, after_metrics: bool, *extra: str) -> str:
+    """Start (or resume) the run, send `signum` once a validation batch is done (the second
+    validation of the run when `after_metrics`: metrics.json marks the first's end); return the
+    run's stdout."""
+    proc = subprocess.Popen(
+        [*VALIDATING, f"hydra.run.dir={run_dir}", *extra],
+        cwd=ROOT,
+        env=SINGLE_THREAD,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    output, since = Output(proc), 0
+    if after_metrics:
+        assert wait_until(proc, (run_dir / "metrics.json").exists)
+        since = len(output.text("stdout"))
+    assert wait_until(proc, lambda: validation_batches_done(output, since) >= 1)
+    seen = validation_batches_done(output, since)
+    proc.send_signal(signum)
+    proc.wait(timeout=300)
+    out, err = output.join()
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert "Traceback" not in err
+    # the batch under way when the signal came was the last (the bar shows finished ones)
+    assert validation_batches_done(output, since) <= seen + 1 < VAL_BATCHES
+    return out
+
+
+def test_signal_in_validation_stops_after_that_batch_and_the_run_resumes_exactly(tmp_path):
+    reference, run_dir = tmp_path / "reference", tmp_path / "stopped"
+    subprocess.run(
+        [*VALIDATING, f"hydra.run.dir={reference}"],
+        cwd=ROOT,
+        env=SINGLE_THREAD,
+        check=True,
+        capture_output=True,
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    # epoch 0's validation: no top-k entry, no metrics, nothing logged for it
+    out = stop_in_validation(run_dir, signal.SIGTERM, after_metrics=False)
+    assert "stopped by SIGTERM after step 2, during validation" in out
+    assert not list(ckpt_dir.glob("epoch*")), "a top-k entry for an unfinished validation"
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "figures").exists()
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 2
+    # resumed: epoch 0 validated again in full, then the final validation stopped by SIGUSR2
+    out = stop_in_validation(run_dir, signal.SIGUSR2, after_metrics=True)
+    assert "stopped by SIGUSR2 after step 4, during validation" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["last"]["epoch"] == 0
+    assert metrics["last"]["sets"]["synthetic_test"]["n_pairs"] == VAL_BATCHES
+    assert [p.name.split("-")[0] for p in ckpt_dir.glob("epoch*")] == ["epoch0"]
+    # resumed again: the final validation redone, and the run equals the uninterrupted one
+    subprocess.run(
+        [*VALIDATING, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=SINGLE_THREAD,
+        check=True,
+        capture_output=True,
+    )
+    ref_ckpt, ckpt = (
+        torch.load(d / "checkpoints/last.ckpt", weights_only=True) for d in (reference, run_dir)
+    )
+    assert ckpt["global_step"] == ref_ckpt["global_step"] == 4
+    for key, value in ref_ckpt["state_dict"].items():
+        assert torch.equal(ckpt["state_dict"][key], value), key
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["last"] == ref_metrics["last"] and metrics["best"] == ref_metrics["best"]
+    names = sorted(p.name for p in ckpt_dir.glob("epoch*"))
+    assert names == sorted(p.name for p in (reference / "checkpoints").glob("epoch*"))
+    assert_nothing_half_written(run_dir)
+
+
+def test_ddp_ranks_agree_on_a_stop_in_validation(tmp_path):
+    """SIGTERM to rank 0 alone (rank 1 is its child process): both ranks stop after the same
+    validation batch and save together; neither waits for the other."""
+    out = stop_in_validation(tmp_path, signal.SIGTERM, False, "hardware=cpu2")
+    assert "stopped by SIGTERM after step 2, during validation" in out
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 and len(ckpt["rng_states"]) == 2  # both ranks saved
+    assert not list((tmp_path / "checkpoints").glob("epoch*"))
+
+    def rank_1_running() -> bool:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(tmp_path) in cmdline.read_text():
+                    return True
+            except OSError:  # the process ended meanwhile
+                pass
+        return False
+
+    deadline = time.time() + 60
+    while rank_1_running() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not rank_1_running()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_requeue_signal_goes_on_to_the_handler_installed_before_training(signum, capsys):
+    """submitit's SIGUSR1/2 handler requeues the job: it runs once the run has saved and said
+    where it stopped. Its SIGTERM handler only logs, so a SIGTERM does not go on."""
+    calls: list[int] = []
+    previous = signal.signal(signum, lambda received, frame: calls.append(received))
+    result = {"stopped_by": signum.name, "stopped_in": "training"}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            report_stop({**result, "trainer": SimpleNamespace(global_step=7)}, "runs/x")
+    finally:
+        signal.signal(signum, previous)
+    assert calls == ([signum] if signum == signal.SIGUSR2 else [])
+    assert stop.value.code == 128 + signum
+    assert f"stopped by {signum.name} after step 7, during training" in capsys.readouterr().out
+
+
+def test_two_quick_ctrl_c_are_two_even_inside_one_c_call(tmp_path):
+    """Both SIGINTs arrive while the main thread is in one C call, so Python calls the handler
+    once; the second still stops at once (the wakeup pipe counted two deliveries)."""
+    last = LastCheckpoint(tmp_path, every_n_train_steps=0)
+    sender = subprocess.Popen(
+        ["sh", "-c", f"read go; kill -INT {os.getpid()}; sleep 0.1; kill -INT {os.getpid()}"],
+        stdin=subprocess.PIPE,
+    )
+    last._install_handlers(SimpleNamespace(received_sigterm=False))
+    try:
+        with pytest.raises(SIGTERMException):
+            sender.stdin.write(b"go\n")
+            sender.stdin.close()
+            sum(range(10**8))  # one C call of a second or more: no handler runs inside it
+            sender.wait()
+    finally:
+        last._restore_handlers()
+        sender.wait()
+    assert (last.stopped_by, last.stopped_in) == ("SIGINT", "at once")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):

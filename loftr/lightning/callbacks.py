@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -14,23 +15,40 @@ from typing import Any
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loftr.lightning.checkpoints import LAST_CHECKPOINT, atomic_write
 from loftr.lightning.module import gather_objects
 from loftr.viz import figure_to_array, make_evaluation_figure
 
+# what a scheduler or a user sends to stop a run: SLURM and submitit send SIGUSR1/2 before a
+# time limit, SIGTERM at preemption, scancel or the limit itself; Ctrl+C is SIGINT
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
 
 class LastCheckpoint(L.Callback):
     """`last.ckpt`: refreshed every `every_n_train_steps` optimizer steps, after each validation,
-    at the end, and when SIGTERM or SIGINT asks the run to stop.
+    at the end, and when a stop signal asks the run to stop.
 
-    A signal lets the current step finish; every rank then saves (the ranks agree through one
-    all-reduce per step) and the run stops cleanly, so SLURM preemption loses nothing. A second
-    Ctrl+C interrupts at once. SIGKILL loses at most the steps since the last refresh; the run
-    resumes exactly with `ckpt_path=last` (the checkpoint holds the sampler position and the RNG
-    states). Checkpoints are written beside their destination and renamed over it
+    Stop signals are SIGTERM, SIGINT and SIGUSR1/SIGUSR2 (what SLURM and submitit send before a
+    time limit). The handler only records the signal; at the end of every training and
+    validation batch the ranks agree on it through one all-reduce, so all stop at the same
+    batch. The run then saves and leaves through Lightning's own stop path (`SIGTERMException`,
+    the exception its loops raise for SIGTERM): no further batch, no validation and no top-k
+    checkpoint for the interrupted epoch. A stop during validation, or at an epoch's last
+    training batch, saves the finished epoch's training with its validation marked as begun,
+    so the resumed run validates that epoch again from its first batch (RNG states restored at
+    its start) and goes on exactly as an uninterrupted run. A signal that comes after the last
+    validation batch lets the epoch end as usual and stops after the next training batch, or
+    at the end of the run. A second SIGINT stops at once, without saving. Under DDP a signal
+    that reaches one rank only stops them all.
+
+    SIGKILL loses at most the steps since the last refresh; the run resumes exactly with
+    `ckpt_path=last` (the checkpoint holds the sampler position and the RNG states). Checkpoints
+    are written beside their destination and renamed over it
     (`loftr.lightning.checkpoints.AtomicCheckpointIO`), so a crash while writing leaves the
     previous `last.ckpt` intact.
     """
@@ -39,59 +57,154 @@ class LastCheckpoint(L.Callback):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = int(every_n_train_steps)
         self._last_step_saved = -1
-        self.stopped_by: str | None = None
+        self.stopped_by: str | None = None  # the stop signal's name, once the run stops for it
+        self.stopped_in: str | None = None  # "training", "validation", "the end" or "at once"
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._wakeup = (-1, -1, -1)  # the pipe that counts deliveries, and the previous fd
 
     @property
     def path(self) -> Path:
         return self.dirpath / LAST_CHECKPOINT
 
-    def _save(self, trainer: L.Trainer) -> None:
-        if trainer.sanity_checking or trainer.global_step == self._last_step_saved:
+    def _save(self, trainer: L.Trainer, force: bool = False) -> None:
+        if trainer.sanity_checking or (not force and trainer.global_step == self._last_step_saved):
             return
         trainer.save_checkpoint(self.path)
         self._last_step_saved = trainer.global_step
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._signal == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl+C: stop now
-        self._signal = signum
+        # Signals that come while the main thread is inside one C call (a long kernel, a CUDA
+        # sync) reach Python as one call; the wakeup pipe holds one byte per delivery.
+        try:
+            deliveries = os.read(self._wakeup[0], 4096).count(signum)
+        except OSError:  # empty
+            deliveries = 1
+        if signum == signal.SIGINT and (self._signal == signal.SIGINT or deliveries > 1):
+            self.stopped_by, self.stopped_in = "SIGINT", "at once"  # a second Ctrl+C
+            raise SIGTERMException
+        if self._signal is None:
+            self._signal = signum
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+    def _install_handlers(self, trainer: L.Trainer) -> None:
+        """Replace Lightning's SIGTERM handler (and the defaults) with `_on_signal`.
+
+        Lightning's handler sets a flag that each rank's loops read on their own and, under
+        DDP, broadcasts from inside the handler; the agreement at batch ends replaces both.
+        A SIGTERM Lightning caught before this point is taken over.
+        """
+        if self._previous_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        if trainer.received_sigterm and self._signal is None:
+            self._signal = signal.SIGTERM
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self._wakeup = (read, write, previous)
+        for signum in STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _restore_handlers(self) -> None:
+        if not self._previous_handlers:
+            return
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+        read, write, previous = self._wakeup
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+
+    def _agreed_signal(self, trainer: L.Trainer) -> int:
+        """The stop signal any rank received (the highest number), 0 if none; a collective."""
+        received = torch.tensor(self._signal or 0, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(received, reduce_op="max"))
+
+    def _stop(self, signum: int, stage: str) -> None:
+        self.stopped_by, self.stopped_in = signal.Signals(signum).name, stage
+        raise SIGTERMException
 
     # -------------------------------------------------------------------- hooks
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handlers(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handlers(trainer)
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         step = trainer.global_step
         if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
             self._save(trainer)
-        if trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False):
+        signum = self._agreed_signal(trainer)
+        if signum and not _validation_follows(trainer):  # else stop as validation starts
             self._save(trainer)
-            self.stopped_by = signal.Signals(self._signal or signal.SIGTERM).name
-            trainer.should_stop = True
+            self._stop(signum, "training")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_in_validation(trainer)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_in_validation(trainer)
+
+    def _stop_in_validation(self, trainer: L.Trainer) -> None:
+        if trainer.state.fn != "fit":
+            return
+        signum = self._agreed_signal(trainer)
+        if signum:
+            if not trainer.sanity_checking:
+                _mark_validation_begun(trainer)
+                self._save(trainer, force=True)
+            self._stop(signum, "validation")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.should_stop:
+        if trainer.state.fn == "fit":
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
-        if self.stopped_by is None:
-            self._save(trainer)
+        self._save(trainer)
+        signum = self._agreed_signal(trainer)
+        if signum:  # the run is complete, but whoever sent the signal learns that it stopped
+            self.stopped_by, self.stopped_in = signal.Signals(signum).name, "the end"
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
     ) -> None:
         self._restore_handlers()
+
+
+def _validation_follows(trainer: L.Trainer) -> bool:
+    """Whether the epoch's validation comes right after this training batch.
+
+    A checkpoint saved at the end of an epoch's last training batch resumes in the next epoch
+    (Lightning takes that epoch's validation as done), so a stop there waits for the
+    validation's start and saves it as begun.
+    """
+    every = trainer.check_val_every_n_epoch
+    return (
+        trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        and trainer.enable_validation
+        and every is not None
+        and (trainer.current_epoch + 1) % every == 0
+    )
+
+
+def _mark_validation_begun(trainer: L.Trainer) -> None:
+    """Rewind the running validation's progress to "inside its first batch".
+
+    A checkpoint saved from this state resumes by running the whole validation again, as after
+    a failure in its first step (Lightning's restart "mid evaluation"), instead of treating the
+    epoch's validation as done.
+    """
+    progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    counters = ("ready", "started", "processed", "completed")
+    before = {k: getattr(progress.total, k) - getattr(progress.current, k) for k in counters}
+    begun = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    progress.current.load_state_dict(begun)
+    progress.total.load_state_dict({k: before[k] + begun[k] for k in counters})
+    progress.is_last_batch = False
 
 
 class ValidationReport(L.Callback):

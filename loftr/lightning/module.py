@@ -207,6 +207,14 @@ class LoFTRModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Restored here, not at load time: creating the dataloader iterators in between draws
         # from torch's generator, which the interrupted run had done before saving.
+        self._restore_pending_rng_states()
+
+    def on_validation_start(self) -> None:
+        # a run stopped in validation resumes with that validation, before any training batch
+        if not self.trainer.sanity_checking:
+            self._restore_pending_rng_states()
+
+    def _restore_pending_rng_states(self) -> None:
         if self._pending_rng_states:
             states = self._pending_rng_states
             _set_rng_states(states[min(self.global_rank, len(states) - 1)])

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from loftr.cli import command, hydra_overrides, under_hydra
@@ -121,7 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         `metrics` (the validation metrics of the last epoch), `best_ckpt`, `run_dir`,
-        `trainer`, `module`, `datamodule`.
+        `trainer`, `module`, `datamodule`, and `stopped_by`/`stopped_in` (the stop signal's name
+        and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
     validate_run_config(cfg)
     run_dir = Path(cfg.run_dir)
@@ -192,6 +194,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path=ckpt_path,
             weights_only=True,  # a checkpoint cannot run code (DESIGN "differs" 5)
         )
+    except SIGTERMException:
+        if last.stopped_by is None:  # not a stop of ours: keep Lightning's meaning
+            raise
     finally:
         report_run(run_dir, best, logger, trainer)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
@@ -206,6 +211,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "module": module,
         "datamodule": datamodule,
         "stopped_by": last.stopped_by,
+        "stopped_in": last.stopped_in,
     }
 
 

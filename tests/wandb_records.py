@@ -29,18 +29,38 @@ CHUNK_HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def offline_run_file(root: str | Path) -> Path:
-    """The one `wandb/offline-run-*/run-*.wandb` under `root`, once wandb-core has written it.
+def offline_run_files(root: str | Path) -> list[Path]:
+    """Every `wandb/offline-run-*/run-*.wandb` under `root`, oldest first, once wandb-core has
+    written them.
 
     `wandb.teardown()` asks this process's wandb-core service to close every run's stream and
     waits for the service to exit, so every transaction log is complete afterwards; the next
     `wandb.init` starts a new service.
     """
     wandb.teardown()
-    files = sorted(Path(root).glob("wandb/offline-run-*/run-*.wandb"))
+    return sorted(Path(root).glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def offline_run_file(root: str | Path) -> Path:
+    """The one offline W&B run under `root` (`offline_run_files`)."""
+    files = offline_run_files(root)
     if len(files) != 1:
         raise AssertionError(f"expected one offline W&B run under {root}/wandb, found {files}")
     return files[0]
+
+
+def run_record(path: str | Path) -> wandb_internal_pb2.RunRecord:
+    """The run record: id, name, group, job type, and the rewind point (`branch_point`)."""
+    return next(r.run for r in read_records(path) if r.WhichOneof("record_type") == "run")
+
+
+def model_artifacts(path: str | Path) -> list[tuple[list[str], dict[str, Any]]]:
+    """(aliases, metadata) of every logged version of a `model` artifact, in order."""
+    return [
+        (sorted(r.artifact.aliases), json.loads(r.artifact.metadata))
+        for r in read_records(path)
+        if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"
+    ]
 
 
 def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
@@ -75,7 +95,7 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
 
 
 def history_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Every logged history row as `{key: value}`."""
+    """Every logged history row as `{key: value}` (W&B's step is `_step`)."""
     rows = []
     for record in read_records(path):
         if record.WhichOneof("record_type") == "history":

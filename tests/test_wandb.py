@@ -164,6 +164,7 @@ def test_checkpoints_are_uploaded_and_wandb_steps_are_trainer_steps(tmp_path):
     assert "metrics_synthetic_test/auc@10" in rows[-1]  # validation joins its step's row
 
 
+@pytest.mark.slow  # two training processes
 def test_sigkill_resume_continues_the_wandb_run_rewound_to_the_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     train = [
@@ -173,7 +174,6 @@ def test_sigkill_resume_continues_the_wandb_run_rewound_to_the_checkpoint(tmp_pa
         "debug=fast",
         "logger=wandb",
         "trainer.limit_train_batches=6",
-        "trainer.max_epochs=2",
         "checkpoint.every_n_train_steps=2",
         "trainer.limit_val_batches=1",
         "logger.n_val_pairs_to_plot=0",
@@ -188,7 +188,7 @@ def test_sigkill_resume_continues_the_wandb_run_rewound_to_the_checkpoint(tmp_pa
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 0 < step < 12, "the kill must land before the run ends"
+    assert 0 < step < 6, "the kill must land before the run ends"
     subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
     run_id = (run_dir / RUN_ID_FILE).read_text().strip()
     # one W&B run, two processes; the killed one's log holds what wandb-core wrote before it
@@ -198,4 +198,4 @@ def test_sigkill_resume_continues_the_wandb_run_rewound_to_the_checkpoint(tmp_pa
     record = run_record(resumed)
     assert record.run_id == run_id and record.job_type == "train"
     assert (record.branch_point.run, record.branch_point.value) == (run_id, step - 1)
-    assert [row["_step"] for row in history_rows(resumed)] == list(range(step, 12))
+    assert [row["_step"] for row in history_rows(resumed)] == list(range(step, 6))

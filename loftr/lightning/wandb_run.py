@@ -88,7 +88,8 @@ def run_init_arguments(run_dir: Path, ckpt_path: str | None, rewind: bool) -> di
 
 def checkpoint_step(path: str | Path) -> int:
     """The `global_step` a checkpoint was saved at (memory-mapped: the weights are not read)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(content.get("global_step", 0))
 
 
 class RunLogger(WandbLogger):

@@ -199,3 +199,21 @@ def test_sigkill_resume_continues_the_wandb_run_rewound_to_the_checkpoint(tmp_pa
     assert record.run_id == run_id and record.job_type == "train"
     assert (record.branch_point.run, record.branch_point.value) == (run_id, step - 1)
     assert [row["_step"] for row in history_rows(resumed)] == list(range(step, 6))
+
+
+def test_stop_signal_save_is_uploaded(tmp_path, monkeypatch):
+    from loftr.lightning.module import LoFTRModule
+
+    training_step = LoFTRModule.training_step
+
+    def sigterm_in_first_step(self, *args, **kwargs):
+        if self.trainer.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # LastCheckpoint's handler: stop after this step
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoFTRModule, "training_step", sigterm_in_first_step)
+    result = train_fast(tmp_path, "logger=wandb", "logger.log_model=true")
+    assert result["stopped_by"] == "SIGTERM"
+    uploads = model_artifacts(offline_run_file(tmp_path))
+    # step 1 is no periodic save (every 2 steps): the upload is the stop's own save
+    assert [meta["global_step"] for aliases, meta in uploads if "last" in aliases] == [1]

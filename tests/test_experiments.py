@@ -38,7 +38,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 HARDWARE = sorted(p.stem for p in (CONF / "hardware").glob("*.yaml"))
 LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
 sys.path.insert(0, str(Path(__file__).parent))
-from wandb_records import read_records  # noqa: E402
+from wandb_records import offline_run_file, read_records, run_record  # noqa: E402
 
 
 def compose_cfg(config_name: str, *overrides: str, hydra_node: bool = False):
@@ -608,7 +608,8 @@ def test_collector_logs_one_wandb_table_per_protocol(tmp_path):
     assert collector.collect([tmp_path / "runs"], wandb_mode="auto")["wandb_run"] is None
     result = collector.collect([tmp_path / "runs"], out_dir=tmp_path / "out", wandb_mode="offline")
     assert result["wandb_run"]
-    (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
+    run_file = offline_run_file(tmp_path / "out")
+    assert run_record(run_file).job_type == "collect"
     logged = set()
     for record in read_records(run_file):
         if record.WhichOneof("record_type") == "history":

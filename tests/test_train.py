@@ -20,7 +20,7 @@ from loftr.lightning.run import train
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from run_helpers import wait_for_last_checkpoint  # noqa: E402
-from wandb_records import config_keys, history_rows  # noqa: E402
+from wandb_records import config_keys, history_rows, offline_run_file  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -123,9 +123,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
 def test_offline_wandb_run_holds_metrics_figures_and_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     train_fast(tmp_path, "logger=wandb", "matcher=ot")
-    run_files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1
-    rows = history_rows(run_files[0])
+    run_file = offline_run_file(tmp_path)
+    rows = history_rows(run_file)
     keys = set().union(*rows)
     for key in (
         "train/loss",
@@ -148,7 +147,7 @@ def test_offline_wandb_run_holds_metrics_figures_and_table(tmp_path, monkeypatch
     table = "val_pairs_synthetic_test"
     tables = [r for r in rows if r.get(f"{table}/_type") == "table-file"]
     assert tables and tables[0][f"{table}/ncols"] == 7 and tables[0][f"{table}/nrows"] == 4
-    assert {"config", "parameters"} <= config_keys(run_files[0])
+    assert {"config", "parameters"} <= config_keys(run_file)
 
 
 def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):

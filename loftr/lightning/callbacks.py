@@ -72,6 +72,8 @@ class LastCheckpoint(L.Callback):
             return
         trainer.save_checkpoint(self.path)
         self._last_step_saved = trainer.global_step
+        for logger in trainer.loggers:  # as ModelCheckpoint does: a logger may upload the file
+            logger.after_save_checkpoint(self)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -283,7 +285,6 @@ class ValidationReport(L.Callback):
                     key=f"val_match_{names[index]}/evaluation",
                     images=[image for _, image in figures],
                     caption=[identifier for identifier, _ in figures],
-                    step=trainer.global_step,
                 )
         if wandb_logger is not None:
             for index, rows in self._rows.items():
@@ -291,7 +292,6 @@ class ValidationReport(L.Callback):
                     key=f"val_pairs_{names[index]}",
                     columns=["pair", "scene", "overlap", "matches", "precision", "R_err", "t_err"],
                     data=rows,
-                    step=trainer.global_step,
                 )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import netrc
 import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -30,10 +30,17 @@ from loftr.lightning.checkpoints import (
 )
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
+from loftr.lightning.wandb_run import (
+    RunLogger,
+    run_init_arguments,
+    sweep_job_names,
+    wandb_logged_in,
+)
 
 
 def wandb_mode(requested: str | None) -> str:
-    """`online` when the user is logged in to W&B, else `offline`, unless asked otherwise.
+    """`online` when W&B has credentials for its host (`wandb_logged_in`), else `offline`,
+    unless asked otherwise.
 
     WANDB_MODE in the environment wins over the config's `logger.mode`.
     """
@@ -41,33 +48,46 @@ def wandb_mode(requested: str | None) -> str:
         return os.environ["WANDB_MODE"]
     if requested:
         return requested
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        logged_in = False
-    return "online" if logged_in else "offline"
+    return "online" if wandb_logged_in() else "offline"
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Logger | bool:
-    """The logger of `cfg.logger.kind`: wandb, csv or none."""
+def build_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    job_type: str = "train",
+    ckpt_path: str | None = None,
+) -> Logger | bool:
+    """The logger of `cfg.logger.kind`: wandb, csv or none.
+
+    A training's W&B run (`job_type="train"`) is continued across resumes, reruns and requeues
+    and rewound to `ckpt_path` (`run_init_arguments`); a sweep job is named by its overrides
+    and grouped by its sweep unless `logger.group` is set.
+    """
     kind = cfg.logger.kind
     if kind == "none":
         return False
     if kind == "csv":
         return CSVLogger(save_dir=run_dir, name="csv", version="")
     if kind == "wandb":
-        mode = wandb_mode(cfg.logger.mode)
-        return WandbLogger(
-            name=cfg.name,
+        log_model = cfg.logger.get("log_model", False)
+        if not isinstance(log_model, bool):
+            raise ConfigError(f"logger.log_model={log_model!r} must be true or false")
+        job_name, sweep = sweep_job_names(HydraConfig.get() if HydraConfig.initialized() else None)
+        rewind = bool(cfg.logger.get("rewind", True))
+        identity = run_init_arguments(run_dir, ckpt_path, rewind) if job_type == "train" else {}
+        return RunLogger(
+            name=job_name or cfg.name,
             project=cfg.logger.project,
             entity=cfg.logger.entity,
-            group=cfg.logger.group,
+            group=cfg.logger.group or sweep,
             tags=list(cfg.logger.tags),
             save_dir=str(run_dir),
-            mode=mode,
+            mode=wandb_mode(cfg.logger.mode),
             config=config,
+            job_type=job_type,
+            upload_checkpoints=log_model,
+            **identity,
         )
     raise ConfigError(
         f"logger.kind={kind!r} is unknown; use logger=wandb, logger=csv or logger=none"
@@ -140,7 +160,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         max_skipped_pairs=cfg.trainer.max_skipped_pairs,
     )
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
-    logger = build_logger(cfg, run_dir, config)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -263,7 +284,8 @@ def resume_command(run_dir: Path) -> str:
 
 def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
     """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
-    logger = build_logger(cfg, Path(cfg.run_dir), OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
     if not logger:
         return
     logger.log_metrics({f"test/{k}": v for k, v in result["metrics"].items()})

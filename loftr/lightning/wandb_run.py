@@ -1,0 +1,137 @@
+"""One W&B run per training: its id kept in the run directory and continued by every resume,
+rerun and requeue, its history rewound to the checkpoint it resumes from, sweep jobs named by
+their overrides, and checkpoints uploaded as model artifacts.
+
+`RunLogger` makes W&B's own step (`_step`) the trainer's logging step. A run resumed from a
+checkpoint logs again from the checkpoint's `global_step`, so it rewinds the W&B run to the
+step before (`wandb.init(resume_from="<id>?_step=<global_step - 1>")`): the steps run again
+after a SIGKILL replace the rows the killed process logged after its last checkpoint instead
+of being dropped as out of order. An offline run records the rewind in its run record and
+`wandb sync` applies it; servers without run rewinding take `logger.rewind=false` (the run is
+then continued as is).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from loftr.errors import ConfigError
+
+RUN_ID_FILE = "wandb_run_id"
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B has credentials for its configured host, found the way `wandb.init` finds
+    them: WANDB_API_KEY or WANDB_IDENTITY_TOKEN_FILE, the netrc file (`$NETRC`, else
+    `~/.netrc`) entry of the host (WANDB_BASE_URL or `base_url` of W&B's settings files, so
+    self-hosted servers count), or an API key in the settings."""
+    import wandb
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib import wbauth
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    settings = wandb.setup().settings
+    try:
+        in_netrc = wbauth.read_netrc_auth(host=settings.base_url) is not None
+    except AuthenticationError as err:
+        netrc = os.environ.get("NETRC", "~/.netrc")
+        raise ConfigError(
+            f"{netrc}: the W&B entry of {settings.base_url} is invalid: {err}"
+        ) from None
+    return in_netrc or bool(settings.api_key)
+
+
+def sweep_job_names(hydra: Any) -> tuple[str | None, str | None]:
+    """(name, group) of a job of a Hydra sweep: its overrides (`matcher=ot,supervision=sparse`)
+    and the sweep directory (`<name>/<time>`); (None, None) outside a sweep.
+
+    Args:
+        hydra: the job's Hydra config (`HydraConfig.get()`), or None outside Hydra.
+    """
+    if hydra is None or str(hydra.mode) not in ("MULTIRUN", "RunMode.MULTIRUN"):
+        return None, None
+    sweep_dir = Path(hydra.sweep.dir)
+    return hydra.job.override_dirname or None, f"{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def run_init_arguments(run_dir: Path, ckpt_path: str | None, rewind: bool) -> dict[str, Any]:
+    """The `wandb.init` arguments that make a training one W&B run across its processes.
+
+    A training that resumes from a checkpoint continues the W&B run of `<run_dir>/wandb_run_id`,
+    else of the `wandb_run_id` beside the checkpoint (`ckpt_path=last` of a sibling run), and
+    (with `rewind`) rewinds it to the checkpoint: W&B keeps the rows up to the given step and
+    takes new ones after it, so `<global_step> - 1` keeps what the checkpoint holds. A training
+    that starts afresh opens a new run. Rank zero writes the id to the run directory.
+    """
+    from wandb.sdk.lib.runid import generate_id
+
+    id_file = run_dir / RUN_ID_FILE
+    known = [id_file, Path(ckpt_path).parent.parent / RUN_ID_FILE] if ckpt_path else []
+    source = next((f for f in known if f.is_file()), None)
+    run_id = source.read_text().strip() if source is not None else generate_id()
+    if rank_zero_only.rank == 0 and source != id_file:
+        id_file.write_text(run_id + "\n")
+    step = checkpoint_step(ckpt_path) if source is not None and rewind else 0
+    if step == 0:
+        return {"id": run_id, "resume": "allow"}
+    return {"id": run_id, "resume": None, "resume_from": f"{run_id}?_step={step - 1}"}
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The `global_step` a checkpoint was saved at (memory-mapped: the weights are not read)."""
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(content.get("global_step", 0))
+
+
+class RunLogger(WandbLogger):
+    """Lightning's WandbLogger with W&B's step set to the trainer's logging step, uploading
+    checkpoints as versions of the `model-<run id>` artifact when `upload_checkpoints` is on:
+    `last.ckpt` after every save (periodic, after validation, at the end, on a stop signal;
+    alias `last`) and each new best of ModelCheckpoint (alias `best`).
+
+    W&B copies a file when it is logged, so a later rewrite of `last.ckpt` does not change an
+    uploaded version.
+    """
+
+    def __init__(self, *args: Any, upload_checkpoints: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload_checkpoints = upload_checkpoints
+        self._uploaded_best: str | None = None
+        self._step = 0
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log at `step`, or without one (figures, tables) at the step logged last."""
+        self._step = self._step if step is None else int(step)
+        self.experiment.log({**metrics, "trainer/global_step": self._step}, step=self._step)
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if not self.upload_checkpoints:
+            return
+        if isinstance(checkpoint_callback, ModelCheckpoint):
+            path = checkpoint_callback.best_model_path
+            if path and path != self._uploaded_best:
+                self._upload(Path(path), "best", checkpoint_callback.best_model_score)
+                self._uploaded_best = path
+        else:  # LastCheckpoint
+            self._upload(checkpoint_callback.path, "last", None)
+
+    def _upload(self, path: Path, alias: str, score: Any) -> None:
+        import wandb
+
+        metadata = {"file": path.name, "global_step": checkpoint_step(path)}
+        if score is not None:
+            metadata["score"] = float(score)
+        artifact = wandb.Artifact(f"model-{self.experiment.id}", type="model", metadata=metadata)
+        artifact.add_file(str(path), name=path.name)
+        self.experiment.log_artifact(artifact, aliases=[alias])

@@ -160,7 +160,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         max_skipped_pairs=cfg.trainer.max_skipped_pairs,
     )
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from loftr.errors import ConfigError
+from loftr.lightning.checkpoints import atomic_write
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -66,8 +67,8 @@ def sweep_job_names(hydra: Any) -> tuple[str | None, str | None]:
 def run_init_arguments(run_dir: Path, ckpt_path: str | None, rewind: bool) -> dict[str, Any]:
     """The `wandb.init` arguments that make a training one W&B run across its processes.
 
-    A training that resumes from a checkpoint continues the W&B run of `<run_dir>/wandb_run_id`,
-    else of the `wandb_run_id` beside the checkpoint (`ckpt_path=last` of a sibling run), and
+    A training that resumes from a checkpoint continues the W&B run of `<run_dir>/wandb_run_id`
+    (a run directory is one lineage: a checkpoint of another directory starts a new W&B run), and
     (with `rewind`) rewinds it to the checkpoint: W&B keeps the rows up to the given step and
     takes new ones after it, so `<global_step> - 1` keeps what the checkpoint holds. A training
     that starts afresh opens a new run. Rank zero writes the id to the run directory.
@@ -75,12 +76,11 @@ def run_init_arguments(run_dir: Path, ckpt_path: str | None, rewind: bool) -> di
     from wandb.sdk.lib.runid import generate_id
 
     id_file = run_dir / RUN_ID_FILE
-    known = [id_file, Path(ckpt_path).parent.parent / RUN_ID_FILE] if ckpt_path else []
-    source = next((f for f in known if f.is_file()), None)
-    run_id = source.read_text().strip() if source is not None else generate_id()
-    if rank_zero_only.rank == 0 and source != id_file:
-        id_file.write_text(run_id + "\n")
-    step = checkpoint_step(ckpt_path) if source is not None and rewind else 0
+    continued = ckpt_path is not None and id_file.is_file()
+    run_id = id_file.read_text().strip() if continued else generate_id()
+    if rank_zero_only.rank == 0 and not continued:
+        atomic_write(id_file, lambda f: f.write(f"{run_id}\n".encode()))
+    step = checkpoint_step(ckpt_path) if continued and rewind else 0
     if step == 0:
         return {"id": run_id, "resume": "allow"}
     return {"id": run_id, "resume": None, "resume_from": f"{run_id}?_step={step - 1}"}

@@ -17,10 +17,13 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.plugins.precision import MixedPrecision
 from run_helpers import wait_for_last_checkpoint
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from loftr.lightning import run
+from loftr.lightning.module import LoFTRModule
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
 
@@ -146,6 +149,65 @@ def test_too_many_non_finite_steps_stop_the_run_naming_the_pairs(tmp_path, monke
     with pytest.raises(NonFiniteError, match=r"3 consecutive .*pairs .*color/\d+\.jpg"):
         train(compose_cfg(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=3"))
     assert_nothing_half_written(tmp_path)
+
+
+def _fp16_with_grad_scaler(monkeypatch, init_scale: float) -> list[str]:
+    """Train through `MixedPrecision("16-mixed")` and its GradScaler on the CPU (where Lightning
+    would turn `precision=16-mixed` into bf16); returns the config overrides that go with it."""
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=init_scale))
+    monkeypatch.setattr(run, "cluster_plugins", lambda: [plugin])
+    return ["precision=null"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_each_precision_plugin_steps_and_skips_a_nan_loss(tmp_path, monkeypatch, precision):
+    """The precision plugin's own step path: the weights move, AdamW's moments fill, the NaN
+    step is skipped and counted, and a GradScaler neither steps nor backs off on it."""
+    overrides = [f"precision={precision}"]
+    if precision == "16-mixed":  # scale 1: no fp16 overflow, every finite step goes through
+        overrides = _fp16_with_grad_scaler(monkeypatch, init_scale=1.0)
+    initial: dict[str, torch.Tensor] = {}
+
+    def recording_module(*args, **kwargs):
+        module = LoFTRModule(*args, **kwargs)
+        initial.update({n: p.detach().clone() for n, p in module.named_parameters()})
+        return module
+
+    monkeypatch.setattr(run, "LoFTRModule", recording_module)
+    _nan_loss_on_calls(monkeypatch, {2})
+    result = train(compose_cfg(f"run_dir={tmp_path}", "logger=csv", *overrides))
+    module, trainer = result["module"], result["trainer"]
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    assert (scaler is not None) == (precision == "16-mixed")
+    assert module.skipped_steps == 1 and module.scaler_skipped_steps == 0
+    state = trainer.optimizers[0].state
+    assert len(state) == len(initial)
+    for name, param in module.named_parameters():
+        st = state[param]
+        assert int(st["step"]) == 3, name  # 4 batches, the NaN one skipped
+        assert torch.isfinite(param).all() and not torch.equal(param, initial[name]), name
+        assert torch.isfinite(st["exp_avg"]).all() and st["exp_avg_sq"].sum() > 0, name
+    if scaler is not None:
+        assert scaler.get_scale() == 1.0  # no backoff: the NaN step never reached the scaler
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "train/skipped_steps" in logged
+    assert ("train/scaler_skipped_steps" in logged) == (scaler is not None)
+
+
+def test_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(tmp_path, monkeypatch):
+    """From its default scale 2^16 the scaler skips the first fp16 steps (overflow) and backs
+    off: its calibration, counted apart, not towards `max_consecutive_nonfinite`."""
+    overrides = _fp16_with_grad_scaler(monkeypatch, init_scale=2.0**16)
+    _nan_loss_on_calls(monkeypatch, {2})
+    result = train(
+        compose_cfg(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=2", *overrides)
+    )
+    module, trainer = result["module"], result["trainer"]
+    overflows = module.scaler_skipped_steps
+    assert module.skipped_steps == 1 and overflows >= 2  # more than the cap allows in a row
+    assert trainer.precision_plugin.scaler.get_scale() == 2.0 ** (16 - overflows)
+    steps = {int(st["step"]) for st in trainer.optimizers[0].state.values()}
+    assert steps <= {4 - 1 - overflows}
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import pickle
 import re
@@ -208,6 +210,38 @@ def test_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(tmp_pat
     assert trainer.precision_plugin.scaler.get_scale() == 2.0 ** (16 - overflows)
     steps = {int(st["step"]) for st in trainer.optimizers[0].state.values()}
     assert steps <= {4 - 1 - overflows}
+
+
+def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
+    """Two processes over gloo (hardware=cpu2): rank 1's second loss is NaN, its gradients are
+    finite; both ranks skip that step, so their weights stay identical."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "nan_loss_train.py"),
+            "hardware=cpu2",
+            "debug=fast",
+            "logger=csv",
+            "trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "NAN_LOSS_RANK": "1", "NAN_LOSS_CALL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads((tmp_path / "metrics.json").read_text())["per_rank"]
+    assert len(ranks) == 2 and ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # 4 batches per rank
+    steps = {int(st["step"]) for st in ckpt["optimizer_states"][0]["state"].values()}
+    assert steps == {3}  # rank 0's optimizer skipped the step of rank 1's NaN too
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        logged = [r["train/skipped_steps"] for r in csv.DictReader(f)]
+    assert max(float(v) for v in logged if v) == 1  # counted on rank 0 too, which logs
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import pickle
 import re
@@ -20,6 +21,7 @@ import torch
 from fsspec.implementations.local import LocalFileOpener
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.plugins.precision import MixedPrecision
+from omegaconf import OmegaConf
 from run_helpers import wait_for_last_checkpoint
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
@@ -242,6 +244,61 @@ def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
     with open(tmp_path / "csv" / "metrics.csv") as f:
         logged = [r["train/skipped_steps"] for r in csv.DictReader(f)]
     assert max(float(v) for v in logged if v) == 1  # counted on rank 0 too, which logs
+
+
+# ------------------------------------------------------------------------ GPU generators
+def _fast_module() -> LoFTRModule:
+    return LoFTRModule(OmegaConf.to_container(compose_cfg(), resolve=True))
+
+
+def _resume(module: LoFTRModule, checkpoint: dict, path: Path) -> None:
+    """Write `checkpoint` to `path`, load it into `module`, and start the first training batch
+    (where the generators are restored)."""
+    torch.save(checkpoint, path)
+    module.on_load_checkpoint(torch.load(path, weights_only=True))
+    module.on_train_batch_start(None, 0)
+
+
+@pytest.mark.parametrize("visible_at_resume", [2, 1])
+def test_checkpoint_restores_every_cuda_generator(tmp_path, monkeypatch, caplog, visible_at_resume):
+    """CUDA faked with two devices (a CPU machine): their generator states go into the
+    checkpoint and come back on resume; on fewer devices the common ones, with a warning."""
+    saving, resumed = _fast_module(), _fast_module()
+    generators = {0: torch.arange(8, dtype=torch.uint8), 1: torch.arange(8, 16, dtype=torch.uint8)}
+    visible = {"n": 2}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible["n"])
+    monkeypatch.setattr(
+        torch.cuda, "get_rng_state_all", lambda: [generators[i].clone() for i in range(2)]
+    )
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: generators.update(enumerate(states))
+    )
+    checkpoint = {"state_dict": saving.state_dict()}
+    saving.on_save_checkpoint(checkpoint)
+    saved = {i: g.clone() for i, g in generators.items()}
+    for g in generators.values():  # the interrupted run drew on after saving
+        g += 100
+    visible["n"] = visible_at_resume
+    with caplog.at_level(logging.WARNING, logger="loftr.lightning.module"):
+        _resume(resumed, checkpoint, tmp_path / "last.ckpt")
+    for i in range(2):
+        assert torch.equal(generators[i], saved[i]) == (i < visible_at_resume), i
+    warned = "CUDA generators of 2 device(s), this process sees 1" in caplog.text
+    assert warned == (visible_at_resume == 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_draws_resume_exactly_on_every_device(tmp_path):
+    """The draws after a resume are those the interrupted run made next, on each GPU."""
+    saving = _fast_module()
+    checkpoint = {"state_dict": saving.state_dict()}
+    saving.on_save_checkpoint(checkpoint)
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    expected = [torch.randint(1 << 30, (16,), device=d).cpu() for d in devices]
+    _resume(_fast_module(), checkpoint, tmp_path / "last.ckpt")
+    drawn = [torch.randint(1 << 30, (16,), device=d).cpu() for d in devices]
+    assert all(torch.equal(a, b) for a, b in zip(expected, drawn, strict=True))
 
 
 # ----------------------------------------------------------------------------- bad input

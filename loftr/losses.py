@@ -65,6 +65,12 @@ def check_loss_config(config: Mapping[str, Any]) -> None:
         )
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 if it is a 16-bit float, as CPU autocast leaves the confidences and the
+    fine expectations: there 1 - CONF_EPS rounds to 1 and (float16) STD_EPS to 0."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _mean(x: torch.Tensor) -> torch.Tensor:
     """Mean that is 0 (still attached to the graph) for an empty tensor instead of NaN."""
     return x.mean() if x.numel() > 0 else x.sum()
@@ -142,7 +148,7 @@ class LoFTRLoss(nn.Module):
                 weight[0, 0, 0] = 0.0
             neg_w = 0.0
 
-        conf = conf.clamp(CONF_EPS, 1 - CONF_EPS)
+        conf = _at_least_float32(conf).clamp(CONF_EPS, 1 - CONF_EPS)
         alpha, gamma = self.focal_alpha, self.focal_gamma
 
         if self.coarse_type == "cross_entropy" or not self.sparse_spvs:
@@ -214,6 +220,7 @@ class LoFTRLoss(nn.Module):
         Returns:
             Scalar loss, or None in eval mode when no sample is correct.
         """
+        expec_f = _at_least_float32(expec_f)
         # L-inf norm below the threshold: the target lies inside the window (SPEC §4.2).
         correct_mask = expec_f_gt.abs().amax(-1) < self.fine_correct_thr
         weight = None

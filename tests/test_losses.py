@@ -138,6 +138,21 @@ def test_confidence_is_clamped() -> None:
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_give_the_float32_loss(dtype: torch.dtype) -> None:
+    """CPU autocast hands the loss bf16/fp16 confidences and expectations; the loss still
+    clamps and takes its logs in float32, so a confidence of 1 and a zero std stay finite."""
+    data = _data()
+    data["conf_matrix"] = torch.tensor([[[0.8, 1.0], [0.3, 0.6]]])
+    data["expec_f"][0, 2] = 0.0
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in data.items()}
+    widened = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
+    loss = LoFTRLoss(_config())
+    got, expected = loss(half)["loss_scalars"], loss(widened)["loss_scalars"]
+    for key in ("loss_c", "loss_f"):
+        assert torch.isfinite(got[key]) and got[key].item() == pytest.approx(expected[key].item())
+
+
 # ------------------------------------------------------------------------------ corner cases
 ZERO_GT = [[0.0, 0.0], [0.0, 0.0]]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -20,12 +22,16 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 from run_helpers import Output, wait_for_last_checkpoint, wait_until
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from loftr.lightning import run
 from loftr.lightning.callbacks import LastCheckpoint
+from loftr.lightning.module import LoFTRModule
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
 from loftr.train import report_stop
@@ -315,6 +321,159 @@ def test_too_many_non_finite_steps_stop_the_run_naming_the_pairs(tmp_path, monke
     with pytest.raises(NonFiniteError, match=r"3 consecutive .*pairs .*color/\d+\.jpg"):
         train(compose_cfg(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=3"))
     assert_nothing_half_written(tmp_path)
+
+
+def _fp16_with_grad_scaler(monkeypatch, init_scale: float) -> list[str]:
+    """Train through `MixedPrecision("16-mixed")` and its GradScaler on the CPU (where Lightning
+    would turn `precision=16-mixed` into bf16); returns the config overrides that go with it."""
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=init_scale))
+    monkeypatch.setattr(run, "cluster_plugins", lambda: [plugin])
+    return ["precision=null"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_each_precision_plugin_steps_and_skips_a_nan_loss(tmp_path, monkeypatch, precision):
+    """The precision plugin's own step path: the weights move, AdamW's moments fill, the NaN
+    step is skipped and counted, and a GradScaler neither steps nor backs off on it."""
+    overrides = [f"precision={precision}"]
+    if precision == "16-mixed":  # scale 1: no fp16 overflow, every finite step goes through
+        overrides = _fp16_with_grad_scaler(monkeypatch, init_scale=1.0)
+    initial: dict[str, torch.Tensor] = {}
+
+    def recording_module(*args, **kwargs):
+        module = LoFTRModule(*args, **kwargs)
+        initial.update({n: p.detach().clone() for n, p in module.named_parameters()})
+        return module
+
+    monkeypatch.setattr(run, "LoFTRModule", recording_module)
+    _nan_loss_on_calls(monkeypatch, {2})
+    result = train(
+        compose_cfg(f"run_dir={tmp_path}", "logger=csv", "trainer.limit_val_batches=1", *overrides)
+    )
+    module, trainer = result["module"], result["trainer"]
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    assert (scaler is not None) == (precision == "16-mixed")
+    assert module.skipped_steps == 1 and module.scaler_skipped_steps == 0
+    state = trainer.optimizers[0].state
+    assert len(state) == len(initial)
+    for name, param in module.named_parameters():
+        st = state[param]
+        assert int(st["step"]) == 3, name  # 4 batches, the NaN one skipped
+        assert torch.isfinite(param).all() and not torch.equal(param, initial[name]), name
+        assert torch.isfinite(st["exp_avg"]).all() and st["exp_avg_sq"].sum() > 0, name
+    if scaler is not None:
+        assert scaler.get_scale() == 1.0  # no backoff: the NaN step never reached the scaler
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "train/skipped_steps" in logged
+    assert ("train/scaler_skipped_steps" in logged) == (scaler is not None)
+
+
+def test_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(tmp_path, monkeypatch):
+    """From its default scale 2^16 the scaler skips the first fp16 steps (overflow) and backs
+    off: its calibration, counted apart, not towards `max_consecutive_nonfinite`."""
+    overrides = _fp16_with_grad_scaler(monkeypatch, init_scale=2.0**16)
+    _nan_loss_on_calls(monkeypatch, {2})
+    result = train(
+        compose_cfg(
+            f"run_dir={tmp_path}",
+            "trainer.max_consecutive_nonfinite=2",
+            "trainer.limit_val_batches=1",
+            *overrides,
+        )
+    )
+    module, trainer = result["module"], result["trainer"]
+    overflows = module.scaler_skipped_steps
+    assert module.skipped_steps == 1 and overflows >= 2  # with the NaN: over the cap of 2
+    assert trainer.precision_plugin.scaler.get_scale() == 2.0 ** (16 - overflows)
+    stepped = 4 - 1 - overflows  # of 4 batches: the NaN one and the overflows skipped
+    assert all(int(st["step"]) == stepped for st in trainer.optimizers[0].state.values())
+
+
+def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
+    """Two processes over gloo (hardware=cpu2): rank 1's second loss is NaN, its gradients are
+    finite; both ranks skip that step, so their weights stay identical."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "nan_loss_train.py"),
+            "hardware=cpu2",
+            "debug=fast",
+            "logger=csv",
+            "trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "NAN_LOSS_RANK": "1", "NAN_LOSS_CALL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads((tmp_path / "metrics.json").read_text())["per_rank"]
+    assert len(ranks) == 2 and ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # 4 batches per rank
+    steps = {int(st["step"]) for st in ckpt["optimizer_states"][0]["state"].values()}
+    assert steps == {3}  # rank 0's optimizer skipped the step of rank 1's NaN too
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        logged = [r["train/skipped_steps"] for r in csv.DictReader(f)]
+    assert max(float(v) for v in logged if v) == 1  # counted on rank 0 too, which logs
+
+
+# ------------------------------------------------------------------------ GPU generators
+def _fast_module() -> LoFTRModule:
+    return LoFTRModule(OmegaConf.to_container(compose_cfg(), resolve=True))
+
+
+def _resume(module: LoFTRModule, checkpoint: dict, path: Path) -> None:
+    """Write `checkpoint` to `path`, load it into `module`, and start the first training batch
+    (where the generators are restored)."""
+    torch.save(checkpoint, path)
+    module.on_load_checkpoint(torch.load(path, weights_only=True))
+    module.on_train_batch_start(None, 0)
+
+
+@pytest.mark.parametrize("visible_at_resume", [2, 1])
+def test_checkpoint_restores_every_cuda_generator(tmp_path, monkeypatch, caplog, visible_at_resume):
+    """CUDA faked with two devices (a CPU machine): their generator states go into the
+    checkpoint and come back on resume; on fewer devices the common ones, with a warning."""
+    saving, resumed = _fast_module(), _fast_module()
+    generators = {0: torch.arange(8, dtype=torch.uint8), 1: torch.arange(8, 16, dtype=torch.uint8)}
+    visible = {"n": 2}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible["n"])
+    monkeypatch.setattr(
+        torch.cuda, "get_rng_state_all", lambda: [generators[i].clone() for i in range(2)]
+    )
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: generators.update(enumerate(states))
+    )
+    checkpoint = {"state_dict": saving.state_dict()}
+    saving.on_save_checkpoint(checkpoint)
+    saved = {i: g.clone() for i, g in generators.items()}
+    for g in generators.values():  # the interrupted run drew on after saving
+        g += 100
+    visible["n"] = visible_at_resume
+    with caplog.at_level(logging.WARNING, logger="loftr.lightning.module"):
+        _resume(resumed, checkpoint, tmp_path / "last.ckpt")
+    for i in range(2):
+        assert torch.equal(generators[i], saved[i]) == (i < visible_at_resume), i
+    warned = "CUDA generators of 2 device(s), this process sees 1" in caplog.text
+    assert warned == (visible_at_resume == 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_draws_resume_exactly_on_every_device(tmp_path):
+    """The draws after a resume are those the interrupted run made next, on each GPU."""
+    saving = _fast_module()
+    checkpoint = {"state_dict": saving.state_dict()}
+    saving.on_save_checkpoint(checkpoint)
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    expected = [torch.randint(1 << 30, (16,), device=d).cpu() for d in devices]
+    _resume(_fast_module(), checkpoint, tmp_path / "last.ckpt")
+    drawn = [torch.randint(1 << 30, (16,), device=d).cpu() for d in devices]
+    assert all(torch.equal(a, b) for a, b in zip(expected, drawn, strict=True))
 
 
 # ----------------------------------------------------------------------------- bad input

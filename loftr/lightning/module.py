@@ -34,9 +34,12 @@ class LoFTRModule(L.LightningModule):
 
     The LR is a function of the optimizer step and the epoch (`lr_at`), set before every
     optimizer step, so a resumed run follows the same schedule (DESIGN "differs" 1). The
-    checkpoint also carries the RNG states, so the ground-truth padding draws resume exactly.
-    A step whose loss or gradients are not finite is skipped and counted; after
-    `trainer.max_consecutive_nonfinite` of them in a row the run stops, naming the last pairs.
+    checkpoint also carries the RNG states (torch's CPU and CUDA generators, numpy, python), so
+    the ground-truth padding draws, made on the model's device, resume exactly.
+    A step whose loss or gradients are not finite on any rank is skipped on every rank and
+    counted; after `trainer.max_consecutive_nonfinite` of them in a row the run stops, naming the
+    last pairs. Under `16-mixed` the GradScaler skips fp16 overflows itself: those are counted
+    apart (`train/scaler_skipped_steps`), as its calibration, not as bad data.
     Training pairs the data loader could not use (and replaced, `loftr.data.skipping`) are
     logged with their files and counted over all ranks (`train/skipped_pairs`, kept in the
     checkpoint); past `trainer.max_skipped_pairs` distinct ones every rank stops, naming them.
@@ -62,6 +65,7 @@ class LoFTRModule(L.LightningModule):
         self.validation_results: dict[str, dict[str, float]] = {}
         self._pending_rng_states: list[dict[str, Any]] | None = None
         self.skipped_steps = 0  # non-finite steps skipped so far
+        self.scaler_skipped_steps = 0  # fp16 overflows the GradScaler skipped (16-mixed)
         self._consecutive_skips = 0
         self._last_pair_names: Any = None
         self.skipped_pairs: list[str] = []  # this rank's distinct replaced pairs, with the error
@@ -82,6 +86,8 @@ class LoFTRModule(L.LightningModule):
         scalars = {f"train/{k}": v for k, v in batch["loss_scalars"].items()}
         scalars["train/skipped_steps"] = float(self.skipped_steps)
         scalars["train/skipped_pairs"] = float(skipped_pairs)
+        if self._grad_scaler() is not None:
+            scalars["train/scaler_skipped_steps"] = float(self.scaler_skipped_steps)
         if self.model_cfg["match_coarse"]["match_type"] == "sinkhorn":
             scalars["train/skh_bin_score"] = self.matcher.coarse_matching.bin_score.detach().cpu()
         scalars["lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
@@ -162,13 +168,28 @@ class LoFTRModule(L.LightningModule):
     ) -> None:
         # the warm-up and the schedule as a function of (step, epoch), SPEC §1.8
         set_learning_rate(optimizer, lr_at(self.global_step, self.current_epoch, self.optim_cfg))
-        loss = optimizer_closure()  # forward and backward; DDP has all-reduced the gradients
-        if _finite(loss, self.parameters()):
-            self._consecutive_skips = 0
-            optimizer.step()  # clips, then steps (Lightning's precision plugin)
+        finite = True
+
+        def checked_closure() -> torch.Tensor | None:
+            nonlocal finite
+            loss = optimizer_closure()  # forward and backward; DDP has all-reduced the gradients
+            finite = self._finite_on_every_rank(loss)
+            if finite:
+                return loss
+            optimizer.zero_grad()  # no gradient: the step leaves the weights and AdamW's state
+            return None  # and a GradScaler skips its unscale, step and update
+
+        scaler = self._grad_scaler()
+        scale = scaler.get_scale() if scaler is not None else None
+        # the precision plugin runs the closure, then (GradScaler: unscales) clips and steps
+        optimizer.step(closure=checked_closure)
+        if finite:
+            if scaler is not None and scaler.get_scale() < scale:
+                # fp16 gradients overflowed: the scaler skipped the step and lowered its scale
+                self.scaler_skipped_steps += 1
+            else:
+                self._consecutive_skips = 0
             return
-        # every rank sees the same all-reduced non-finite gradients, so every rank skips
-        optimizer.zero_grad()
         self.skipped_steps += 1
         self._consecutive_skips += 1
         log.warning(
@@ -185,9 +206,22 @@ class LoFTRModule(L.LightningModule):
                 "poses, lower the LR, or use precision=32-true."
             )
 
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The precision plugin's GradScaler (`16-mixed`), else None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def _finite_on_every_rank(self, loss: torch.Tensor | None) -> bool:
+        """Whether the loss and the gradients are finite on every rank, so all ranks agree.
+
+        Under a GradScaler the gradients are scaled and the scaler checks them itself.
+        """
+        parameters = self.parameters() if self._grad_scaler() is None else []
+        return self.trainer.strategy.reduce_boolean_decision(_finite(loss, parameters), all=True)
+
     # ----------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # every rank's generators: the ground-truth padding draws from torch's (SPEC §2.5)
+        # every rank's generators: the ground-truth padding draws from torch's on the model's
+        # device, the CPU or the GPU (SPEC §2.5)
         checkpoint["rng_states"] = gather_objects(_rng_states())
         checkpoint["skipped_pairs"] = gather_objects(self.skipped_pairs)
 
@@ -265,10 +299,12 @@ def merge_pair_lists(per_rank: list[list[dict[str, Any]]]) -> dict[str, list[Any
 
 
 def _rng_states() -> dict[str, Any]:
-    """torch, numpy and python generator states as plain containers (`weights_only` loads them)."""
+    """torch (CPU and every visible CUDA device), numpy and python generator states, as tensors
+    and plain containers (`weights_only` loads them)."""
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "python": random.getstate(),
     }
@@ -276,6 +312,16 @@ def _rng_states() -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda", [])  # older checkpoints hold none
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if len(cuda) != visible:
+        log.warning(
+            "the checkpoint holds the CUDA generators of %d device(s), this process sees %d: "
+            "the common ones are restored, GPU random draws differ from the interrupted run",
+            len(cuda),
+            visible,
+        )
+    torch.cuda.set_rng_state_all(cuda[:visible])
     name, keys, *rest = states["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(_as_tuple(states["python"]))

@@ -158,7 +158,7 @@ def test_checkpoints_are_uploaded_and_wandb_steps_are_trainer_steps(tmp_path):
     last = [meta["global_step"] for aliases, meta in uploads if "last" in aliases]
     best = [meta for aliases, meta in uploads if "best" in aliases]
     assert last == [2, 4]  # every 2 steps (debug=fast); the save after validation is the same
-    assert len(best) == 1 and best[0]["file"].startswith("epoch=0-") and "score" in best[0]
+    assert len(best) == 1 and best[0]["file"].startswith("epoch0-") and "score" in best[0]
     rows = history_rows(path)
     assert [row["_step"] for row in rows] == [0, 1, 2, 3]  # one row per logging step
     assert "metrics_synthetic_test/auc@10" in rows[-1]  # validation joins its step's row

@@ -7,9 +7,8 @@ photographs scikit-image ships and with procedural patterns. Every pixel's depth
 ray-plane intersection, so ground truth built from depth, intrinsics and poses is exact up to the
 storage precision of the real formats (millimetres for ScanNet, float32 for MegaDepth).
 
-The files are written in the real on-disk formats
-(docs/original.md#data-layout-docs/original.md#test-sets) and are read by the same loaders as the
-real data:
+The files are written in the real on-disk formats (docs/original.md#data-layout to #test-sets)
+and are read by the same loaders as the real data:
 
 - ``<root>/scannet/``: ``train/<scene>/{color/<i>.jpg, depth/<i>.png, pose/<i>.txt}``,
   ``test/<scene>/{color,depth,pose,intrinsic}/``, ``index/scene_data/{train,test}/*.npz``,

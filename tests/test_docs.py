@@ -30,6 +30,7 @@ REFERENCE = re.compile(r"docs/([\w./-]+?\.md)(?:#([\w-]+)((?:, #[\w-]+)*))?")
 ANCHOR_TAG = re.compile(r"""<a\s+(?:name|id)\s*=\s*["']([^"']+)["']""")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+THIS_FILE = Path(__file__).resolve().relative_to(ROOT).as_posix()
 
 
 def github_slug(heading: str, seen: dict[str, int]) -> str:
@@ -111,6 +112,7 @@ def test_no_citation_of_documents_outside_the_repository():
 
 def test_every_docs_reference_resolves():
     texts = scanned_texts()
+    texts.pop(THIS_FILE, None)  # its fixtures below cite pages of a temporary folder
     assert any(REFERENCE.search(text) for text in texts.values())  # the scan sees the citations
     problems = dangling_references(texts, ROOT / "docs")
     assert not problems, "\n".join(problems)

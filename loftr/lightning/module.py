@@ -225,7 +225,7 @@ class LoFTRModule(L.LightningModule):
     # ----------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # every rank's generators: the ground-truth padding draws from torch's on the model's
-        # device, the CPU or the GPU (docs/original.md#coarse-matching)
+        # device, the CPU or the GPU (docs/original.md#coarse-padding)
         checkpoint["rng_states"] = gather_objects(_rng_states())
         checkpoint["skipped_pairs"] = gather_objects(self.skipped_pairs)
 

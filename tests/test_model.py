@@ -117,7 +117,7 @@ def test_lightning_checkpoint_file_loads_and_mismatches_name_keys(tmp_path, korn
 
 
 def reference_log_ot(scores: np.ndarray, alpha: float, iters: int) -> np.ndarray:
-    """docs/original.md#coarse-matching in plain numpy, one matrix at a time, with scipy-free
+    """docs/original.md#sinkhorn in plain numpy, one matrix at a time, with scipy-free
     log-sum-exp."""
 
     def lse(x, axis):

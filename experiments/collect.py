@@ -5,7 +5,7 @@ runs, sweep jobs and `loftr.evaluate` write them) and writes `results.md` and `r
 row per variant and validation (or test) set with our AUC@5/10/20, the paper's numbers that fit
 the run (experiments/paper_numbers.yaml) and the row's evaluation protocol
 (`loftr.metrics.Protocol`). Rows are grouped by protocol, and a comparison never mixes two
-protocols (DESIGN "deliberately differs" 7): each group is its own table. Whether the paper's
+protocols (docs/differences.md#7): each group is its own table. Whether the paper's
 number was made with the same protocol is said in every row. When W&B is online (logged in, or
 WANDB_MODE=online) the tables are also logged to a `collect` run.
 

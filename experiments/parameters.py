@@ -2,7 +2,7 @@
 
 Prints a markdown table (the one in experiments/README.md) of trainable parameters per part, each
 model composed as `python -m loftr.train model=<name> matcher=ot` would build it (OT adds the
-dustbin score to the total, SPEC §2.8).
+dustbin score to the total, docs/original.md#state-dict).
 """
 
 from __future__ import annotations

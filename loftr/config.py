@@ -1,8 +1,8 @@
 """Model-config normalisation and the checks that make bad values fail early, naming the key.
 
-The `model` node mirrors the original's lower-cased LOFTR node (SPEC §1.2), which is also
-kornia's `default_cfg` layout. Hydra composes it; `model_config` turns it into the plain dict the
-modules read, and `validate_model_config` rejects values the model cannot run with.
+The `model` node mirrors the original's lower-cased LOFTR node (docs/original.md#config-defaults),
+which is also kornia's `default_cfg` layout. Hydra composes it; `model_config` turns it into the
+plain dict the modules read, and `validate_model_config` rejects values the model cannot run with.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
     if not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise ConfigError(
             f"model.fine_window_size={window!r} must be an odd positive integer (the window "
-            "needs a centre cell, SPEC §2.7)"
+            "needs a centre cell, docs/original.md#fine-matching)"
         )
     for level in ("coarse", "fine"):
         _one_of(config, f"{level}.attention", ATTENTIONS)
@@ -267,7 +267,8 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
         if leaf in config.get(section, {}):
             _check_range(f"model.{key}", config[section][leaf], kind)
     if "loss" in config:
-        from loftr.losses import check_loss_config  # the loss owns its rules (SPEC §4.1)
+        from loftr.losses import check_loss_config  # the loss owns its rules
+        # (docs/original.md#coarse-loss)
 
         check_loss_config(config)
     from loftr.model.variants import validate_variant_config  # the ablation variants' keys

@@ -1,4 +1,5 @@
-"""Export-then-evaluate (SPEC §1.6, §6): predictions are cached once, metrics made from the cache.
+"""Export-then-evaluate (docs/original.md#test-scripts, #lightning-module-and-metrics): predictions
+are cached once, metrics made from the cache.
 
 The cache key combines the checkpoint file's hash and the resolved model, dataset and pose
 protocol configs, so a changed threshold, resize or weight file never reuses stale predictions.

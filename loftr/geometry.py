@@ -1,6 +1,7 @@
-"""Warping keypoints between two views with depth, intrinsics and relative pose (SPEC §3.2).
+"""Warping keypoints between two views with depth, intrinsics and relative pose
+(docs/original.md#warp-kpts).
 
-The geometric steps come from ``kornia.geometry`` (DESIGN.md, "deliberately differs" 8); only the
+The geometric steps come from ``kornia.geometry`` (docs/differences.md#8); only the
 final perspective division is written here, because the original divides by ``z + 1e-4`` after
 applying the intrinsics, which kornia's projection does not do (it divides by exactly ``z``).
 """
@@ -11,10 +12,11 @@ import torch
 from kornia.geometry.camera.perspective import unproject_points
 from kornia.geometry.linalg import transform_points
 
-# SPEC §3.2: the projected point is divided by (p_z + PROJECTION_EPS), a quirk kept on purpose so
-# that ground truth (and thus checkpoints trained on it) match the original to the last bit.
+# docs/original.md#warp-kpts: the projected point is divided by (p_z + PROJECTION_EPS), a quirk kept
+# on purpose so that ground truth (and thus checkpoints trained on it) match the original to the
+# last bit.
 PROJECTION_EPS = 1e-4
-# SPEC §3.2: relative depth error below which a warped point counts as consistent.
+# docs/original.md#warp-kpts: relative depth error below which a warped point counts as consistent.
 DEPTH_CONSISTENCY_THR = 0.2
 
 
@@ -47,9 +49,9 @@ def warp_kpts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp pixels of image 0 into image 1 through depth0, the relative pose and the intrinsics.
 
-    Steps (SPEC §3.2): depth is read in ``depth0`` at ``round(kpts0)``; the (unrounded) pixel is
-    unprojected with ``K0`` to camera-0 coordinates, moved to camera 1 with ``T_0to1`` and
-    projected with ``K1`` as ``p_xy / (p_z + 1e-4)``.
+    Steps (docs/original.md#warp-kpts): depth is read in ``depth0`` at ``round(kpts0)``; the
+    (unrounded) pixel is unprojected with ``K0`` to camera-0 coordinates, moved to camera 1 with
+    ``T_0to1`` and projected with ``K1`` as ``p_xy / (p_z + 1e-4)``.
 
     Intrinsics are read with zero skew (kornia's pinhole model; true of every LoFTR dataset).
 
@@ -68,7 +70,8 @@ def warp_kpts(
         ``(valid_mask, w_kpts0)``: ``valid_mask`` ``(N, L)`` bool, True where the depth is
         non-zero, the warped point lies strictly inside image 1 (``0 < u < W1 - 1``,
         ``0 < v < H1 - 1``) and its depth agrees with ``depth1`` to 20 % (the coarse ground truth
-        ignores it, SPEC §3.1); ``w_kpts0`` ``(N, L, 2)`` warped pixel coordinates in image 1.
+        ignores it, docs/original.md#coarse-gt); ``w_kpts0`` ``(N, L, 2)`` warped pixel coordinates
+        in image 1.
 
     Example:
         >>> K = torch.eye(3)[None]
@@ -81,7 +84,8 @@ def warp_kpts(
         bottom = T_0to1.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(T_0to1.shape[0], 1, 4)
         T_0to1 = torch.cat([T_0to1, bottom], dim=-2)
 
-    # Depth at the nearest pixel; the unprojected pixel itself is not rounded (SPEC §3.2).
+    # Depth at the nearest pixel; the unprojected pixel itself is not rounded
+    # (docs/original.md#warp-kpts).
     kpts0_depth = lookup_depth(depth0, kpts0.round().long())  # (N, L)
     nonzero_mask = kpts0_depth != 0
 
@@ -90,7 +94,8 @@ def warp_kpts(
     w_kpts0_cam = transform_points(T_0to1, kpts0_cam)  # (N, L, 3), camera-1 frame, metres
     w_kpts0_depth_computed = w_kpts0_cam[..., 2]
     w_kpts0_h = (K1[:, None] @ w_kpts0_cam[..., None]).squeeze(-1)  # (N, L, 3)
-    w_kpts0 = w_kpts0_h[..., :2] / (w_kpts0_h[..., 2:] + PROJECTION_EPS)  # SPEC §3.2 quirk
+    # the + 1e-4 quirk (docs/original.md#warp-kpts)
+    w_kpts0 = w_kpts0_h[..., :2] / (w_kpts0_h[..., 2:] + PROJECTION_EPS)
 
     # Covisibility in image 1 (strict inequalities, depth1's possibly padded size).
     h1, w1 = depth1.shape[-2:]

@@ -1,4 +1,5 @@
-"""LoFTR's training loss: focal (or cross-entropy) coarse loss plus the fine L2 loss (SPEC §4).
+"""LoFTR's training loss: focal (or cross-entropy) coarse loss plus the fine L2 loss
+(docs/original.md#losses).
 
 ``loss = coarse_weight * L_c + fine_weight * L_f``. The coarse term supervises the whole
 confidence matrix ("dense", ``match_coarse.sparse_spvs: false``) or only the ground-truth
@@ -23,9 +24,10 @@ logger = logging.getLogger(__name__)
 COARSE_TYPES = ("focal", "cross_entropy")
 FINE_TYPES = ("l2_with_std", "l2")
 MATCH_TYPES = ("dual_softmax", "sinkhorn")
-# SPEC §4.1: confidences are clamped to [CONF_EPS, 1 - CONF_EPS] before the logarithms.
+# docs/original.md#coarse-loss: confidences are clamped to [CONF_EPS, 1 - CONF_EPS] before the
+# logarithms.
 CONF_EPS = 1e-6
-# SPEC §4.2: standard deviations are clamped from below before inversion.
+# docs/original.md#fine-loss: standard deviations are clamped from below before inversion.
 STD_EPS = 1e-10
 
 
@@ -38,7 +40,8 @@ def check_loss_config(config: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: on an unknown ``model.loss.coarse_type`` / ``model.loss.fine_type`` /
             ``model.match_coarse.match_type``, or cross-entropy with sparse supervision
-            (SPEC §4.1: the original implements cross-entropy for dense supervision only).
+            (docs/original.md#coarse-loss: the original implements cross-entropy for dense
+            supervision only).
     """
     coarse_type = config["loss"]["coarse_type"]
     fine_type = config["loss"]["fine_type"]
@@ -60,8 +63,9 @@ def check_loss_config(config: Mapping[str, Any]) -> None:
     if coarse_type == "cross_entropy" and sparse:
         raise ConfigError(
             "model.loss.coarse_type=cross_entropy needs dense supervision, but "
-            "model.match_coarse.sparse_spvs=true (SPEC §4.1: sparse cross-entropy is not "
-            "implemented). Use `supervision=dense` or model.loss.coarse_type=focal."
+            "model.match_coarse.sparse_spvs=true (docs/original.md#coarse-loss: sparse "
+            "cross-entropy is not implemented). Use `supervision=dense` or "
+            "model.loss.coarse_type=focal."
         )
 
 
@@ -77,7 +81,7 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
 
 
 class LoFTRLoss(nn.Module):
-    """The LoFTR loss (SPEC §4).
+    """The LoFTR loss (docs/original.md#losses).
 
     Args:
         config: the ``model`` config node (plain dict or DictConfig): reads ``loss.*``,
@@ -120,7 +124,7 @@ class LoFTRLoss(nn.Module):
         conf_gt: torch.Tensor,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Coarse loss (SPEC §4.1).
+        """Coarse loss (docs/original.md#coarse-loss).
 
         Args:
             conf: ``(N, L, S)`` confidence matrix, or ``(N, L+1, S+1)`` with the dustbins for
@@ -135,8 +139,8 @@ class LoFTRLoss(nn.Module):
         pos_w, neg_w = self.pos_weight, self.neg_weight
         if weight is not None:
             weight = weight.clone()
-        # Corner cases (SPEC §4.1): a stand-in element [0, 0, 0] with weight 0 and factor 0
-        # keeps the computation (and the DDP graph) the same shape.
+        # Corner cases (docs/original.md#coarse-loss): a stand-in element [0, 0, 0] with weight 0
+        # and factor 0 keeps the computation (and the DDP graph) the same shape.
         if not pos_mask.any():
             pos_mask[0, 0, 0] = True
             if weight is not None:
@@ -163,13 +167,14 @@ class LoFTRLoss(nn.Module):
                 loss_pos = -pos_conf.log()
                 loss_neg = -(1 - conf).log()
             else:
-                # Dense focal: alpha on the negatives too (SPEC §4.1, §10.7).
+                # Dense focal: alpha on the negatives too (docs/original.md#coarse-loss, #quirk-7).
                 loss_pos = -alpha * (1 - pos_conf).pow(gamma) * pos_conf.log()
                 loss_neg = -alpha * conf.pow(gamma) * (1 - conf).log()
             if weight is not None:
                 loss_pos = loss_pos * weight[pos_index]
                 loss_neg = loss_neg * weight
-            # means over all elements of each kind, zero-weight ones included (SPEC §4.1)
+            # means over all elements of each kind, zero-weight ones included
+            # (docs/original.md#coarse-loss)
             mean_neg = torch.where(neg_mask, loss_neg, 0.0).sum() / neg_mask.sum().clamp(min=1)
             return pos_w * _mean(loss_pos) + neg_w * mean_neg
 
@@ -183,7 +188,7 @@ class LoFTRLoss(nn.Module):
             return pos_w * _mean(loss_pos)
 
         # Sparse OT: the dustbin entries of unmatched rows and columns, with the positive-style
-        # focal term pushing them up (SPEC §4.1, issue #53).
+        # focal term pushing them up (docs/original.md#coarse-loss, issue #53).
         neg0 = conf_gt.sum(-1) == 0  # (N, L) rows without a match
         neg1 = conf_gt.sum(1) == 0  # (N, S) columns without a match
         neg_conf = torch.cat([conf[:, :-1, -1][neg0], conf[:, -1, :-1][neg1]], 0)
@@ -211,7 +216,7 @@ class LoFTRLoss(nn.Module):
     def compute_fine_loss(
         self, expec_f: torch.Tensor, expec_f_gt: torch.Tensor
     ) -> torch.Tensor | None:
-        """Fine loss (SPEC §4.2).
+        """Fine loss (docs/original.md#fine-loss).
 
         Args:
             expec_f: ``(M', 3)`` predicted ``[x, y, std]``, ``x, y`` in window radii.
@@ -221,7 +226,8 @@ class LoFTRLoss(nn.Module):
             Scalar loss, or None in eval mode when no sample is correct.
         """
         expec_f = _at_least_float32(expec_f)
-        # L-inf norm below the threshold: the target lies inside the window (SPEC §4.2).
+        # L-inf norm below the threshold: the target lies inside the window
+        # (docs/original.md#fine-loss).
         correct_mask = expec_f_gt.abs().amax(-1) < self.fine_correct_thr
         weight = None
         if self.fine_type == "l2_with_std":
@@ -234,7 +240,7 @@ class LoFTRLoss(nn.Module):
                 return None
             if len(expec_f) == 0:  # nothing to supervise at all: a zero still on the graph
                 return expec_f.sum() * 0.0
-            # SPEC §4.2: a false sample 0 keeps every DDP rank's graph identical.
+            # docs/original.md#fine-loss: a false sample 0 keeps every DDP rank's graph identical.
             logger.warning("No correct fine sample: supervising sample 0 to avoid a DDP deadlock.")
             correct_mask = correct_mask.clone()
             correct_mask[0] = True
@@ -278,7 +284,7 @@ class LoFTRLoss(nn.Module):
         if loss_f is not None:
             loss = loss + loss_f * self.fine_weight
             loss_scalars["loss_f"] = loss_f.detach().clone().cpu()
-        else:  # eval only (SPEC §4.2)
+        else:  # eval only (docs/original.md#fine-loss)
             loss_scalars["loss_f"] = torch.tensor(1.0)
         loss_scalars["loss"] = loss.detach().clone().cpu()
         data.update({"loss": loss, "loss_scalars": loss_scalars})

@@ -1,11 +1,11 @@
 """Evaluation metrics: epipolar error per match, relative pose per pair, pose AUC and precision.
 
-The building blocks keep the original LoFTR names (DESIGN.md, code contracts) so that numbers can
-be checked against it; the maths is SPEC §6.2. Geometry comes from kornia (DESIGN.md "deliberately
-differs" 8): the essential matrix, the symmetric epipolar distance and the angular pose errors.
-The paper's pose protocol uses OpenCV's RANSAC; USAC_MAGSAC and poselib are offered as named
-estimators, and every number carries a :class:`Protocol` (DESIGN.md "deliberately differs" 7) so
-that numbers made differently are never compared.
+The building blocks keep the original LoFTR names (`src/utils/metrics.py`) so that numbers can
+be checked against it; the maths is docs/original.md#metrics. Geometry comes from kornia
+(docs/differences.md#8): the essential matrix, the symmetric epipolar distance and the angular
+pose errors. The paper's pose protocol uses OpenCV's RANSAC; USAC_MAGSAC and poselib are offered as
+named estimators, and every number carries a :class:`Protocol` (docs/differences.md#7)
+so that numbers made differently are never compared.
 
 Conventions: keypoints are ``(N, 2)`` pixel ``(x, y)`` in the original images; ``K0``, ``K1`` are
 ``(3, 3)`` pinhole intrinsics; ``T_0to1`` is ``(4, 4)`` and maps camera-0 points to camera 1;
@@ -72,7 +72,7 @@ def _to_tensor(x: ArrayLike | Sequence[float]) -> torch.Tensor:
 def _normalise_points(pts: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Pixels to normalised camera coordinates, ``((x - cx) / fx, (y - cy) / fy)``.
 
-    Only fx, fy, cx, cy are read (no skew), as in the original (SPEC §6.2).
+    Only fx, fy, cx, cy are read (no skew), as in the original (docs/original.md#metrics).
 
     Args:
         pts: ``(..., N, 2)`` pixel coordinates.
@@ -89,7 +89,8 @@ def _normalise_points(pts: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 def symmetric_epipolar_distance(
     pts0: torch.Tensor, pts1: torch.Tensor, E: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor
 ) -> torch.Tensor:
-    """Squared symmetric epipolar distance of matches, in normalised camera coordinates (SPEC §6.2).
+    """Squared symmetric epipolar distance of matches, in normalised camera coordinates
+    (docs/original.md#metrics).
 
     With ``p0``, ``p1`` the normalised homogeneous points,
     ``d = (p1^T E p0)^2 * (1 / ((E p0)_1^2 + (E p0)_2^2) + 1 / ((E^T p1)_1^2 + (E^T p1)_2^2))``.
@@ -128,7 +129,8 @@ def _essential_from_T(T_0to1: torch.Tensor) -> torch.Tensor:
 
 
 def compute_symmetrical_epipolar_errors(data: dict[str, Any]) -> None:
-    """Write ``data["epi_errs"]``: the squared symmetric epipolar error of every match (SPEC §6.2).
+    """Write ``data["epi_errs"]``: the squared symmetric epipolar error of every match
+    (docs/original.md#metrics).
 
     Reads ``mkpts0_f``, ``mkpts1_f`` (``(M, 2)`` pixels of the original images), ``m_bids``
     (``(M,)`` batch index of each match), ``T_0to1`` (``(B, 4, 4)``), ``K0``, ``K1``
@@ -158,7 +160,8 @@ def compute_symmetrical_epipolar_errors(data: dict[str, Any]) -> None:
 
 
 def _normalised_keypoints(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pixels to normalised coordinates with fx, fy, cx, cy (SPEC §6.2), ``(N, 2)`` float64."""
+    """Pixels to normalised coordinates with fx, fy, cx, cy (docs/original.md#metrics), ``(N, 2)``
+    float64."""
     return (kpts - K[[0, 1], [2, 2]][None]) / K[[0, 1], [0, 1]][None]
 
 
@@ -171,9 +174,10 @@ def _estimate_pose_opencv(
     conf: float,
     method: int,
 ) -> PoseEstimate | None:
-    """findEssentialMat on normalised points, then recoverPose on every candidate (SPEC §6.2)."""
-    # The threshold is converted with the mean of (fx0, fy1, fx0, fy1): SPEC §6.2 keeps the
-    # original's choice of focal lengths on purpose, so numbers match.
+    """findEssentialMat on normalised points, then recoverPose on every candidate
+    (docs/original.md#metrics)."""
+    # The threshold is converted with the mean of (fx0, fy1, fx0, fy1): docs/original.md#metrics
+    # keeps the original's choice of focal lengths on purpose, so numbers match.
     norm_thresh = thresh / np.mean([K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]])
     p0 = _normalised_keypoints(kpts0, K0)
     p1 = _normalised_keypoints(kpts1, K1)
@@ -186,7 +190,7 @@ def _estimate_pose_opencv(
     result: PoseEstimate | None = None
     # findEssentialMat may stack several 3x3 solutions; the one with the most cheirality
     # inliers wins. The same `mask` is passed to every recoverPose call, which updates it in
-    # place, exactly as the original does (SPEC §6.2): the inliers are that mask.
+    # place, exactly as the original does (docs/original.md#metrics): the inliers are that mask.
     for E_candidate in np.split(E, len(E) // 3):
         num_inliers, R, t, _ = cv2.recoverPose(E_candidate, p0, p1, np.eye(3), 1e9, mask=mask)
         if num_inliers > best_num_inliers:
@@ -232,7 +236,10 @@ def _estimate_pose_poselib(
 
 
 ESTIMATORS: dict[str, str] = {
-    "RANSAC": "OpenCV findEssentialMat RANSAC + recoverPose (the paper protocol, SPEC §6.2)",
+    "RANSAC": (
+        "OpenCV findEssentialMat RANSAC + recoverPose "
+        "(the paper protocol, docs/original.md#metrics)"
+    ),
     "USAC_MAGSAC": "OpenCV findEssentialMat USAC_MAGSAC + recoverPose",
     "poselib": "poselib.estimate_relative_pose LO-RANSAC (optional: pip install poselib)",
 }
@@ -257,7 +264,8 @@ def estimate_pose(
     conf: float = 0.99999,
     method: str = "RANSAC",
 ) -> PoseEstimate | None:
-    """Relative pose from matches, by an essential matrix and a cheirality check (SPEC §6.2).
+    """Relative pose from matches, by an essential matrix and a cheirality check
+    (docs/original.md#metrics).
 
     Args:
         kpts0: ``(N, 2)`` pixel ``(x, y)`` in image 0 (original resolution).
@@ -293,7 +301,8 @@ def estimate_pose(
 def relative_pose_error(
     T_0to1: ArrayLike, R: ArrayLike, t: ArrayLike, ignore_gt_t_thr: float = 0.0
 ) -> tuple[float, float]:
-    """Angular errors of an estimated relative pose against the ground truth (SPEC §6.2).
+    """Angular errors of an estimated relative pose against the ground truth
+    (docs/original.md#metrics).
 
     The translation error is the angle between ``t`` and the ground-truth translation, folded as
     ``min(e, 180 - e)`` because an essential matrix fixes t only up to sign; it is set to 0 when
@@ -314,7 +323,7 @@ def relative_pose_error(
     R_t, t_t = _to_tensor(R), _to_tensor(t).reshape(3)
     t_gt = T[:3, 3]
     t_err = float(angle_error_vec(t_t, t_gt))
-    t_err = min(t_err, 180.0 - t_err)  # the sign of t is ambiguous (SPEC §6.2)
+    t_err = min(t_err, 180.0 - t_err)  # the sign of t is ambiguous (docs/original.md#metrics)
     if float(torch.linalg.norm(t_gt)) < ignore_gt_t_thr:
         t_err = 0.0
     R_err = float(angle_error_mat(R_t, T[:3, :3]))
@@ -330,7 +339,7 @@ def _eval_value(config: Mapping[str, Any], key: str) -> Any:
 
 
 def compute_pose_errors(data: dict[str, Any], config: Mapping[str, Any]) -> None:
-    """Estimate the pose of every pair in the batch and write its errors (SPEC §6.2).
+    """Estimate the pose of every pair in the batch and write its errors (docs/original.md#metrics).
 
     Reads ``mkpts0_f``, ``mkpts1_f``, ``m_bids``, ``K0``, ``K1``, ``T_0to1`` and writes the
     per-pair lists ``R_errs``, ``t_errs`` (degrees, ``inf`` on failure) and ``inliers`` (boolean
@@ -370,7 +379,7 @@ def collect_pair_metrics(data: dict[str, Any]) -> dict[str, list[Any]]:
 
     Call after :func:`compute_symmetrical_epipolar_errors` and :func:`compute_pose_errors`.
     The identifier of a pair is ``"name0#name1"`` from the collated ``pair_names`` (a pair of
-    lists, SPEC §5.5).
+    lists, docs/original.md#datamodule).
 
     Args:
         data: the batch dict with ``pair_names``, ``m_bids``, ``epi_errs``, ``R_errs``,
@@ -400,7 +409,8 @@ def collect_pair_metrics(data: dict[str, Any]) -> dict[str, list[Any]]:
 def error_auc(
     errors: Iterable[float] | np.ndarray, thresholds: Sequence[float] = (5, 10, 20)
 ) -> dict[str, float]:
-    """Area under the recall-vs-error curve up to each threshold: SuperGlue's protocol (SPEC §6.2).
+    """Area under the recall-vs-error curve up to each threshold: SuperGlue's protocol
+    (docs/original.md#metrics).
 
     The sorted errors, with a 0 prepended, are the x of a curve whose y is the recall
     ``linspace(0, 1, n + 1)``; the curve is cut at the threshold (held flat from the last error
@@ -437,7 +447,8 @@ def error_auc(
 
 
 def epidist_prec(errors_list: Sequence[ArrayLike], thr: float) -> float:
-    """Mean over pairs of the fraction of matches with epipolar error below ``thr`` (SPEC §6.2).
+    """Mean over pairs of the fraction of matches with epipolar error below ``thr``
+    (docs/original.md#metrics).
 
     Args:
         errors_list: per pair, the ``(M_i,)`` squared epipolar errors of its matches.
@@ -462,7 +473,8 @@ def aggregate_metrics(
     epi_err_thr: float = 5e-4,
     thresholds: Sequence[float] = (5, 10, 20),
 ) -> dict[str, float]:
-    """Test-set numbers from per-pair metrics: pose AUC and epipolar precision (SPEC §6.2).
+    """Test-set numbers from per-pair metrics: pose AUC and epipolar precision
+    (docs/original.md#metrics).
 
     Pairs are deduplicated by identifier (``name0#name1``): a pair seen several times (e.g. the
     padding of a distributed sampler) counts once, with its last occurrence, in the position of
@@ -529,7 +541,7 @@ def hash_index(paths: str | Path | Iterable[str | Path], length: int = 12) -> st
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """How a set of numbers was made (DESIGN.md "deliberately differs" 7).
+    """How a set of numbers was made (docs/differences.md#7).
 
     Numbers with different protocols must not be compared: :func:`check_comparable`.
 
@@ -542,7 +554,7 @@ class Protocol:
         ransac_pixel_thr: inlier threshold in pixels (0.5).
         ransac_conf: RANSAC confidence (0.99999).
         border_rm: coarse border removal at test time (0 for the ScanNet paper numbers,
-            SPEC §1.3).
+            docs/original.md#model-configs).
     """
 
     test_set: str

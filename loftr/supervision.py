@@ -1,9 +1,10 @@
-"""Coarse and fine ground truth from depth, intrinsics and relative pose (SPEC §3).
+"""Coarse and fine ground truth from depth, intrinsics and relative pose
+(docs/original.md#supervision).
 
 Training and validation steps call :func:`compute_supervision_coarse` before the model's forward
 (the model pads its fine-level samples with ground-truth matches) and
-:func:`compute_supervision_fine` after it (SPEC §6.1). Both read and write the batch dict in place,
-with the original's keys, and are vectorised over the batch.
+:func:`compute_supervision_fine` after it (docs/original.md#lightning-module). Both read and write
+the batch dict in place, with the original's keys, and are vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def coarse_mask(mask: torch.Tensor, h: int, w: int, key: str = "mask0") -> torch
             raise DataError(
                 f"`{key}` has shape {tuple(mask.shape)}, expected (N, {h}, {w}) at coarse "
                 f"resolution (or a whole multiple of it); the dataset must produce masks "
-                f"nearest-downsampled by the coarse stride (SPEC §5.3)."
+                f"nearest-downsampled by the coarse stride (docs/original.md#megadepth)."
             )
         step = mh // h
         mask = mask[:, ::step, ::step]  # nearest downsampling, as F.interpolate(nearest)
@@ -58,7 +59,8 @@ def _out_of_bound(pt: torch.Tensor, w: int, h: int) -> torch.Tensor:
 
 
 def _nearest_cell(w_pt_c: torch.Tensor, w: int, h: int) -> torch.Tensor:
-    """Linear index ``x + y * w`` of the nearest coarse cell, 0 when off the grid (SPEC §3.1.5-6).
+    """Linear index ``x + y * w`` of the nearest coarse cell, 0 when off the grid
+    (docs/original.md#coarse-gt-5, steps 5-6).
 
     Args:
         w_pt_c: ``(N, L, 2)`` warped points in coarse-cell units of the other image.
@@ -81,18 +83,20 @@ def _check_single_dataset(data: Mapping[str, Any]) -> None:
     if names is not None and not isinstance(names, str) and len(set(names)) > 1:
         raise DataError(
             f"A batch mixes datasets {sorted(set(names))}; ground truth needs one dataset per "
-            f"batch (SPEC §3): build separate dataloaders for them."
+            f"batch (docs/original.md#supervision): build separate dataloaders for them."
         )
 
 
 def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) -> None:
-    """Coarse ground-truth matches from depth and pose (SPEC §3.1), written into ``data``.
+    """Coarse ground-truth matches from depth and pose (docs/original.md#coarse-gt), written into
+    ``data``.
 
     Every coarse cell's corner ``(8x, 8y)`` is taken to original image pixels (per-axis
     ``scale0``/``scale1`` when present), padded cells are moved to pixel (0, 0), both grids are
     warped into the other image, rounded to the nearest coarse cell (off-grid -> cell 0), and a
     cell pair ``(i, j)`` is a match when the warps agree both ways (mutual cycle check). Cell 0 of
-    image 0 is never a match. The warp's validity mask is ignored on purpose (SPEC §3.1.4).
+    image 0 is never a match. The warp's validity mask is ignored on purpose
+    (docs/original.md#coarse-gt-4).
 
     Reads ``image0`` ``(N, 1, H0, W0)``, ``image1`` ``(N, 1, H1, W1)`` (only their sizes),
     ``depth0`` ``(N, H0', W0')`` / ``depth1`` metres at original resolution, ``K0``/``K1``
@@ -104,7 +108,7 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
         - ``conf_matrix_gt``: ``(N, L, S)`` float, 1 at ground-truth matches.
         - ``spv_b_ids``, ``spv_i_ids``, ``spv_j_ids``: ``(M,)`` long indices of the matches; a
           single dummy ``(0, 0, 0)`` (and a logged warning) when there is none, so that the
-          model's ground-truth padding still works (SPEC §3.1.9).
+          model's ground-truth padding still works (docs/original.md#coarse-gt-9).
         - ``spv_w_pt0_i``: ``(N, L, 2)`` image-0 grid warped into image 1, original pixels of
           image 1.
         - ``spv_pt1_i``: ``(N, S, 2)`` image-1 grid, original pixels, padded cells at (0, 0).
@@ -120,17 +124,18 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
     stride = int(config["resolution"][0])
     h0, w0, h1, w1 = h0_i // stride, w0_i // stride, h1_i // stride, w1_i // stride
 
-    # Input pixel -> original pixel, per axis (SPEC §3.1.1). (N, 1, 2) or a float.
+    # Input pixel -> original pixel, per axis (docs/original.md#coarse-gt-1). (N, 1, 2) or a float.
     scale0 = stride * data["scale0"][:, None] if "scale0" in data else stride
     scale1 = stride * data["scale1"][:, None] if "scale1" in data else stride
 
-    # Grid corners (x, y) of every coarse cell, in original pixels (SPEC §3.1.2, §10.4).
+    # Grid corners (x, y) of every coarse cell, in original pixels
+    # (docs/original.md#coarse-gt-2, #quirk-4).
     grid_pt0_c = create_meshgrid(h0, w0, False, device).reshape(1, h0 * w0, 2).repeat(n, 1, 1)
     grid_pt1_c = create_meshgrid(h1, w1, False, device).reshape(1, h1 * w1, 2).repeat(n, 1, 1)
     grid_pt0_i = scale0 * grid_pt0_c
     grid_pt1_i = scale1 * grid_pt1_c
 
-    # Padded cells go to pixel (0, 0) (SPEC §3.1.3).
+    # Padded cells go to pixel (0, 0) (docs/original.md#coarse-gt-3).
     valid0 = valid1 = None
     if "mask0" in data:
         valid0 = coarse_mask(data["mask0"], h0, w0, "mask0")
@@ -139,7 +144,7 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
         valid1 = coarse_mask(data["mask1"], h1, w1, "mask1")
         grid_pt1_i = grid_pt1_i * valid1[..., None]
 
-    # Warp both ways; only the coordinates are used (SPEC §3.1.4).
+    # Warp both ways; only the coordinates are used (docs/original.md#coarse-gt-4).
     _, w_pt0_i = warp_kpts(
         grid_pt0_i, data["depth0"], data["depth1"], data["T_0to1"], data["K0"], data["K1"]
     )
@@ -147,11 +152,11 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
         grid_pt1_i, data["depth1"], data["depth0"], data["T_1to0"], data["K1"], data["K0"]
     )
 
-    # Nearest cell of the other image, off-grid -> 0 (SPEC §3.1.5-6).
+    # Nearest cell of the other image, off-grid -> 0 (docs/original.md#coarse-gt-5, steps 5-6).
     nearest_index1 = _nearest_cell(w_pt0_i / scale1, w1, h1)  # (N, L)
     nearest_index0 = _nearest_cell(w_pt1_i / scale0, w0, h0)  # (N, S)
 
-    # Mutual cycle check; cell 0 of image 0 excluded (SPEC §3.1.7).
+    # Mutual cycle check; cell 0 of image 0 excluded (docs/original.md#coarse-gt-7).
     loop_back = torch.gather(nearest_index0, 1, nearest_index1)
     correct_0to1 = loop_back == torch.arange(h0 * w0, device=device)[None]
     correct_0to1[:, 0] = False
@@ -167,7 +172,8 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
     conf_matrix_gt = torch.zeros(n, h0 * w0, h1 * w1, device=device)
     conf_matrix_gt[b_ids, i_ids, j_ids] = 1
 
-    if b_ids.numel() == 0:  # SPEC §3.1.9: a dummy match keeps the ground-truth padding working
+    # docs/original.md#coarse-gt-9: a dummy match keeps the ground-truth padding working
+    if b_ids.numel() == 0:
         logger.warning(
             "No ground-truth coarse match in this batch (pair names: %s); using a dummy (0, 0, 0).",
             data.get("pair_names"),
@@ -187,7 +193,8 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
 
 
 def compute_supervision_fine(data: dict[str, Any], config: Mapping[str, Any]) -> None:
-    """Fine ground truth of every window sent to the fine level (SPEC §3.3), written into ``data``.
+    """Fine ground truth of every window sent to the fine level (docs/original.md#fine-gt), written
+    into ``data``.
 
     ``expec_f_gt = (w_pt0_i[b, i] - pt1_i[b, j]) / (fine_stride * scale1[b]) / (W // 2)``: the
     offset of the warped image-0 cell corner from the image-1 window centre, in window radii of
@@ -208,7 +215,8 @@ def compute_supervision_fine(data: dict[str, Any], config: Mapping[str, Any]) ->
     radius = int(config["fine_window_size"]) // 2
     b_ids, i_ids, j_ids = data["b_ids"], data["i_ids"], data["j_ids"]
 
-    # SPEC §3.3: scale1 (not scale0, fixed upstream in db08bc9) only for MegaDepth-style items.
+    # docs/original.md#fine-gt: scale1 (not scale0, fixed upstream in db08bc9) only for
+    # MegaDepth-style items.
     scale = fine_stride * data["scale1"][b_ids] if "scale1" in data else fine_stride
     expec_f_gt = (w_pt0_i[b_ids, i_ids] - pt1_i[b_ids, j_ids]) / scale / radius
     data["expec_f_gt"] = expec_f_gt

@@ -1,4 +1,4 @@
-"""Match figures: two grey images side by side with their matches (SPEC §6.3).
+"""Match figures: two grey images side by side with their matches (docs/original.md#figures).
 
 Figures are built on matplotlib's object API with the Agg canvas (no pyplot state, safe in
 worker processes and headless runs): :func:`make_matching_figure` draws any coloured matches,
@@ -37,10 +37,12 @@ __all__ = [
     "make_matching_figure",
 ]
 
-# SPEC §6.3: alpha by number of matches, piecewise linear through these points, then constant.
+# docs/original.md#figures: alpha by number of matches, piecewise linear through these points, then
+# constant.
 _ALPHA_MATCHES = (0, 300, 1000, 2000)
 _ALPHA_VALUES = (1.0, 0.8, 0.4, 0.2)
-FIG_WIDTH = 10.0  # inches, as the original (SPEC §6.3); the height follows the images
+FIG_WIDTH = 10.0  # inches, as the original (docs/original.md#figures); the height follows the
+# images
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -78,7 +80,8 @@ def figure_size(shape0: tuple[int, ...], shape1: tuple[int, ...]) -> tuple[float
 
 
 def dynamic_alpha(n_matches: int) -> float:
-    """Line opacity by number of matches (SPEC §6.3): 1 at 0, to 0.8 at 300, 0.4 at 1000, 0.2.
+    """Line opacity by number of matches (docs/original.md#figures): 1 at 0, to 0.8 at 300, 0.4 at
+    1000, 0.2.
 
     Example:
         >>> dynamic_alpha(0), dynamic_alpha(150), dynamic_alpha(5000)
@@ -88,7 +91,8 @@ def dynamic_alpha(n_matches: int) -> float:
 
 
 def error_colormap(err: Any, thr: float, alpha: float = 1.0) -> np.ndarray:
-    """RGBA per match from its epipolar error (SPEC §6.3): green, yellow at ``thr``, red at 2 thr.
+    """RGBA per match from its epipolar error (docs/original.md#figures): green, yellow at ``thr``,
+    red at 2 thr.
 
     With ``x = 1 - clip(err / (2 thr), 0, 1)`` the colour is
     ``(clip(2 - 2x, 0, 1), clip(2x, 0, 1), 0, alpha)``.
@@ -116,12 +120,14 @@ def error_colormap(err: Any, thr: float, alpha: float = 1.0) -> np.ndarray:
 
 
 def epi_err_threshold(dataset_name: str) -> float:
-    """The figures' correctness threshold: 5e-4 for ScanNet, 1e-4 otherwise (SPEC §6.3)."""
+    """The figures' correctness threshold: 5e-4 for ScanNet, 1e-4 otherwise
+    (docs/original.md#figures)."""
     return 5e-4 if dataset_name.lower() == "scannet" else 1e-4
 
 
 def _text_colour(img0: np.ndarray) -> str:
-    """Black on a bright top-left corner (100 x 200 px mean > 200), else white (SPEC §6.3)."""
+    """Black on a bright top-left corner (100 x 200 px mean > 200), else white
+    (docs/original.md#figures)."""
     return "k" if float(img0[:100, :200].mean()) > 200 else "w"
 
 
@@ -138,7 +144,7 @@ def make_matching_figure(
     kpts1: Any = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """Two grey images side by side with a line and two dots per match (SPEC §6.3).
+    """Two grey images side by side with a line and two dots per match (docs/original.md#figures).
 
     Args:
         img0: grey image 0, ``(H0, W0)`` or ``(1, H0, W0)``, values in [0, 255] (or floats in
@@ -241,7 +247,7 @@ def _pair_matches(
     kpts0 = _to_numpy(data["mkpts0_f"]).astype(np.float64).reshape(-1, 2)[b_mask]
     kpts1 = _to_numpy(data["mkpts1_f"]).astype(np.float64).reshape(-1, 2)[b_mask]
     # Matches are in original-image pixels; draw them on the resized input. Unlike the original
-    # (which divides x by the h-scale, SPEC §6.3), x is divided by the x-scale here.
+    # (which divides x by the h-scale, docs/original.md#figures), x is divided by the x-scale here.
     if "scale0" in data:
         kpts0 = kpts0 / _to_numpy(data["scale0"][b_id]).astype(np.float64).reshape(1, 2)
     if "scale1" in data:
@@ -261,7 +267,7 @@ def make_evaluation_figure(
     ``mkpts0_f``, ``mkpts1_f``, ``m_bids``, ``epi_errs`` and, when present, ``scale0``,
     ``scale1`` (``(B, 2)``: ``[w_orig / w_in, h_orig / h_in]``), ``conf_matrix_gt`` and
     ``dataset_name``. Text: the match count, the precision and the recall against the
-    ground-truth coarse matches (it can exceed 100 %, SPEC §6.3).
+    ground-truth coarse matches (it can exceed 100 %, docs/original.md#figures).
 
     Args:
         data: the batch after the metrics (``compute_symmetrical_epipolar_errors``).

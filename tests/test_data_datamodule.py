@@ -84,7 +84,8 @@ def test_train_val_test_loaders(scannet: dict[str, Path]) -> None:
     # a 64x48 input of 640x480 depth: the scale keys of our resize extension
     assert batches[0]["scale0"].tolist() == [[10.0, 10.0], [10.0, 10.0]]
     val = dm.val_dataloader()
-    assert val.batch_size == 1 and len(val.dataset) == 12  # val keeps every pair (SPEC §5.2)
+    assert val.batch_size == 1 and len(val.dataset) == 12  # val keeps every pair
+    # (docs/original.md#scannet)
     assert dm.val_set_names == ["scannet_all"]
     dm.setup("test")
     test = dm.test_dataloader()
@@ -142,7 +143,9 @@ def test_distributed_sampler_replacement_is_refused(scannet: dict[str, Path]) ->
 
 
 def test_augmentation_and_source_are_checked(scannet: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match=r"dataset.augmentation_type='dark'.*SPEC §5.7"):
+    with pytest.raises(
+        ConfigError, match=r"dataset.augmentation_type='dark'.*docs/original.md#augmentation"
+    ):
         LoFTRDataModule(_scannet_config(scannet, augmentation_type="dark"))
     with pytest.raises(ConfigError, match=r"dataset.trainval_data_source='HPatches'"):
         LoFTRDataModule(_scannet_config(scannet, trainval_data_source="HPatches"))

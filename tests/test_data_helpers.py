@@ -1,8 +1,8 @@
 """Writers of tiny ScanNet- and MegaDepth-format datasets in the real on-disk formats.
 
 Shared by the tests/test_data_*.py files (imported as ``test_data_helpers``); it holds no tests.
-Layouts follow SPEC §5.1: ScanNet ``<root>/<scene>/{color/<i>.jpg, depth/<i>.png, pose/<i>.txt}``
-with a ``name``/``score`` scene npz, a list file and ``intrinsics.npz``; MegaDepth
+Layouts follow docs/original.md#data-layout: ScanNet ``<root>/<scene>/{color/<i>.jpg, depth/<i>.png,
+pose/<i>.txt}`` with a ``name``/``score`` scene npz, a list file and ``intrinsics.npz``; MegaDepth
 ``<root>/Undistorted_SfM/<scene>/images/*.jpg``, ``<root>/phoenix/.../depths/*.h5`` and a pickled
 scene-info dict.
 """
@@ -17,7 +17,8 @@ import cv2
 import h5py
 import numpy as np
 
-# fx = fy = 577.87, cx = 319.5, cy = 239.5: the real ScanNet depth intrinsics (SPEC §5.2).
+# fx = fy = 577.87, cx = 319.5, cy = 239.5: the real ScanNet depth intrinsics
+# (docs/original.md#scannet).
 SCANNET_K = np.array([[577.87, 0.0, 319.5], [0.0, 577.87, 239.5], [0.0, 0.0, 1.0]])
 
 

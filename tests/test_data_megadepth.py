@@ -1,4 +1,5 @@
-"""MegaDepthDataset: SPEC §5.3 resize/pad/mask/scale by hand, and item keys, shapes and dtypes."""
+"""MegaDepthDataset: docs/original.md#megadepth resize/pad/mask/scale by hand, and item keys, shapes
+and dtypes."""
 
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ SPEC_KEYS = [
     "mask1",
 ]
 
-# Hand-worked SPEC §5.3 numbers: s = resize / max(h, w); w' = round(w s), h' = round(h s);
-# floor both to a multiple of 8; scale = [w / w', h / h']; pad to max(h', w') square; coarse mask
-# cell (i, j) = pixel (8i, 8j) of the padded mask.
+# Hand-worked docs/original.md#megadepth numbers: s = resize / max(h, w); w' = round(w s), h' =
+# round(h s); floor both to a multiple of 8; scale = [w / w', h / h']; pad to max(h', w') square;
+# coarse mask cell (i, j) = pixel (8i, 8j) of the padded mask.
 #   (w, h, resize): (w', h'), scale, padded side, coarse side, valid coarse rows x cols
 HAND = [
     # 1000x750 @640: s = 0.64 -> 640 x 480 (already multiples of 8); 8i < 480 -> 60 rows.

@@ -1,4 +1,5 @@
-"""RandomConcatSampler (SPEC §5.6) and get_local_split (SPEC §5.5)."""
+"""RandomConcatSampler (docs/original.md#sampler) and get_local_split
+(docs/original.md#datamodule)."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ def test_empty_subset_is_an_error() -> None:
 
 def test_local_split_follows_the_spec_procedure() -> None:
     items = [f"scene{i}" for i in range(5)]
-    permutation = np.random.RandomState(66).permutation(5)  # SPEC §5.5 step 1
+    permutation = np.random.RandomState(66).permutation(5)  # docs/original.md#datamodule step 1
     assert permutation.tolist() == [3, 1, 2, 0, 4]
     padding = np.random.RandomState(66).choice(5, 1, replace=True)  # step 2: 5 % 2 = 1 short
     assert padding.tolist() == [4]

@@ -1,4 +1,5 @@
-"""ScanNetDataset: SPEC §5.2 keys, shapes, dtypes and values on a tiny set in the real format."""
+"""ScanNetDataset: docs/original.md#scannet keys, shapes, dtypes and values on a tiny set in the
+real format."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_item_keys_shapes_dtypes_and_values(real_format: dict[str, Path]) -> Non
     ds = _dataset(real_format, mode="train", min_overlap_score=0.4)
     assert len(ds) == 2  # 0.3 is dropped
     item = ds[0]
-    assert list(item) == SPEC_KEYS  # no mask, no scale (SPEC §5.2)
+    assert list(item) == SPEC_KEYS  # no mask, no scale (docs/original.md#scannet)
     assert item["image0"].shape == (1, 480, 640) and item["image0"].dtype == torch.float32
     assert 0.0 <= float(item["image0"].min()) and float(item["image0"].max()) <= 1.0
     assert item["depth0"].shape == (480, 640) and item["depth0"].dtype == torch.float32
@@ -108,7 +109,7 @@ def test_overlap_filter_is_strict_and_skipped_in_val(tmp_path: Path) -> None:
     # score > 0.5 is strict: 0.5 itself (exact in float16) is dropped.
     assert len(_dataset(paths, mode="train", min_overlap_score=0.5)) == 1
     assert len(_dataset(paths, mode="test", min_overlap_score=0.5)) == 1
-    # SPEC §5.2: `mode not in ['val' or 'test']` means val keeps everything.
+    # docs/original.md#scannet: `mode not in ['val' or 'test']` means val keeps everything.
     assert len(_dataset(paths, mode="val", min_overlap_score=0.5)) == 3
     assert len(_dataset(paths, mode="train", min_overlap_score=0.0)) == 3
 

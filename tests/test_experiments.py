@@ -75,7 +75,7 @@ def check_composes(experiment: str, hardware: str, logger: str) -> None:
     assert cfg.hardware.devices == chosen.get("devices", 1), hardware
     assert cfg.logger.kind == logger
     assert cfg.name == experiment
-    if "optim" in plain:  # training: the LR follows the true batch (SPEC §1.7)
+    if "optim" in plain:  # training: the LR follows the true batch (docs/original.md#lr-scaling)
         hw = cfg.hardware
         true_batch = hw.devices * hw.num_nodes * hw.batch_size * cfg.accumulate
         expected = plain["optim"]["canonical_lr"] * true_batch / plain["optim"]["canonical_bs"]
@@ -114,7 +114,7 @@ def test_indoor_recipes_are_the_original_training_scripts():
         assert cfg["trainer"]["limit_val_batches"] == 1.0
         assert cfg["logger"]["log_every_n_steps"] == 100
         assert cfg["checkpoint"]["monitor"] == "auc@10" and cfg["checkpoint"]["save_top_k"] == 5
-        # SPEC §1.7 worked values: 4 x 1 -> 6e-3 x 4 / 64 and floor(4800 x 64 / 4)
+        # docs/original.md#lr-scaling worked values: 4 x 1 -> 6e-3 x 4 / 64 and floor(4800 x 64 / 4)
         assert cfg["optim"]["lr"] == pytest.approx(3.75e-4)
         assert cfg["optim"]["warmup_steps"] == 76_800
         assert cfg["optim"]["milestones"] == [3, 6, 9, 12, 17, 20, 23, 26, 29]
@@ -137,7 +137,8 @@ def test_outdoor_recipes_are_the_original_training_scripts():
         assert cfg["hardware"]["devices"] == 4
         assert cfg["trainer"]["max_epochs"] == 30
         assert cfg["logger"]["log_every_n_steps"] == 1
-        # SPEC §1.7 worked values: 8e-3 x 4 / 64, floor(1875 x 16), warm-up from 0.1 x lr
+        # docs/original.md#lr-scaling worked values: 8e-3 x 4 / 64, floor(1875 x 16), warm-up from
+        # 0.1 x lr
         assert cfg["optim"]["lr"] == pytest.approx(5e-4)
         assert cfg["optim"]["warmup_steps"] == 30_000
         assert cfg["optim"]["warmup_ratio"] == 0.1
@@ -145,7 +146,8 @@ def test_outdoor_recipes_are_the_original_training_scripts():
 
 
 def test_evaluation_experiments_are_the_original_test_scripts():
-    expected = {  # SPEC §1.6 pairings and §1.3 eval configs
+    # docs/original.md#test-scripts pairings and docs/original.md#model-configs eval configs
+    expected = {
         "eval_indoor_ds": ("scannet_test_1500", "dual_softmax", False, 0, "indoor_ds"),
         "eval_indoor_ds_new": ("scannet_test_1500", "dual_softmax", True, 0, "indoor_ds_new"),
         "eval_indoor_ot": ("scannet_test_1500", "sinkhorn", False, 2, "indoor_ot"),
@@ -195,11 +197,12 @@ def test_batch_size_sweep_follows_the_linear_lr_rule():
 
 
 def _encoder_layer(c: int) -> int:
-    """A LoFTR encoder layer (SPEC §2.4): q, k, v, merge 4C^2; MLP 2C x 2C + 2C x C; 2 norms."""
+    """A LoFTR encoder layer (docs/original.md#transformer): q, k, v, merge 4C^2; MLP 2C x 2C + 2C x
+    C; 2 norms."""
     return 4 * c * c + 6 * c * c + 4 * c
 
 
-# ResNetFPN_16_4 with block dims [128, 128, 196, 256] (SPEC §2.2 layout), by hand:
+# ResNetFPN_16_4 with block dims [128, 128, 196, 256] (docs/original.md#backbone layout), by hand:
 # stem 7x7x128 + BN 256 = 6,528; layer1 2 x (2 x 147,456 + 512) = 590,848;
 # layer2 (294,912 + 512 + 16,384 + 256) + 295,424 = 607,488;
 # layer3 (225,792 + 345,744 + 784 + 25,088 + 392) + (2 x 345,744 + 784) = 1,290,072;
@@ -207,7 +210,7 @@ def _encoder_layer(c: int) -> int:
 # FPN 65,536 + 50,176 + (589,824 + 512 + 451,584) + 25,088 + (345,744 + 392 + 225,792)
 #     = 1,754,648.  Sum 6,523,376.
 BACKBONE_16_4 = 6_523_376
-BACKBONE_8_2 = 5_915_888  # SPEC §2.8
+BACKBONE_8_2 = 5_915_888  # docs/original.md#state-dict
 
 
 @pytest.mark.parametrize(
@@ -227,11 +230,11 @@ def test_table6_variants_build_with_their_parameter_counts(model, backbone, coar
     assert counts["backbone"] == backbone
     assert counts["loftr_coarse"] == coarse
     assert counts["loftr_fine"] == fine
-    assert counts["fine_preprocess"] == 65_792  # SPEC §2.8
+    assert counts["fine_preprocess"] == 65_792  # docs/original.md#state-dict
     assert counts["coarse_matching"] == 1  # the OT dustbin score
     assert counts["total"] == backbone + coarse + fine + 65_792 + 1
     if model == "loftr":
-        assert counts["total"] == 11_561_457  # SPEC §2.8: 11,561,456 + bin_score
+        assert counts["total"] == 11_561_457  # docs/original.md#state-dict: 11,561,456 + bin_score
 
 
 def test_conv_block_has_exactly_a_loftr_layer_s_parameters():
@@ -302,7 +305,8 @@ def test_every_layer_positions_enter_queries_and_keys_only():
     out0, _ = single(feat0, feat1, hw0=hw, hw1=hw)
     layer = single.layers[0]
     pos = single._positions(feat0, hw)
-    # the sine encoding of the 2 x 3 grid: channel 0 is sin(x) with x = 1..3 (SPEC §2.3)
+    # the sine encoding of the 2 x 3 grid: channel 0 is sin(x) with x = 1..3
+    # (docs/original.md#position-encoding)
     assert torch.allclose(pos[0, :, 0], torch.sin(torch.tensor([1.0, 2, 3, 1, 2, 3])))
     x = feat0[0]
     q = ((x + pos[0]) @ layer.q_proj.weight.T).view(6, 2, 4).transpose(0, 1)

@@ -1,4 +1,4 @@
-"""Tests of loftr.geometry.warp_kpts (SPEC §3.2) on hand-worked numbers."""
+"""Tests of loftr.geometry.warp_kpts (docs/original.md#warp-kpts) on hand-worked numbers."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from loftr.lightning.module import LoFTRModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# processes per group, written out from the group files' intent (SPEC §1.5, §1.7)
+# processes per group, written out from the group files' intent
+# (docs/original.md#training-scripts, #lr-scaling)
 WORLD_SIZE = {"cpu": 1, "cpu2": 2, "gpus4": 4, "gpus8": 8, "gpus16": 16, "gpus32": 32, "gpus64": 64}
 CANONICAL = {"indoor": (6e-3, 4800, 0.0), "outdoor": (8e-3, 1875, 0.1)}
 
@@ -46,7 +47,8 @@ def test_lr_and_warmup_follow_the_true_batch(hardware, optim, accumulate):
 
 @pytest.mark.parametrize(
     "overrides, lr, warmup_steps, start_lr",
-    [  # SPEC §1.7's table, and the 4-GPU script brought to batch 64 by accumulation
+    # docs/original.md#lr-scaling's table, and the 4-GPU script brought to batch 64 by accumulation
+    [
         (["optim=indoor", "hardware=gpus64"], 6e-3, 4800, 0.0),
         (["optim=indoor", "hardware=gpus4"], 3.75e-4, 76_800, 0.0),
         (["optim=outdoor", "hardware=gpus64"], 8e-3, 1875, 8e-4),

@@ -1,4 +1,4 @@
-"""Tests of LoFTRLoss (SPEC §4) against the spec's formulas evaluated by hand."""
+"""Tests of LoFTRLoss (docs/original.md#losses) against the spec's formulas evaluated by hand."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def _config(match_type: str = "dual_softmax", sparse: bool = False, **loss: obje
     return cfg
 
 
-# The spec's focal terms (alpha = 0.25, gamma = 2), SPEC §4.1.
+# The spec's focal terms (alpha = 0.25, gamma = 2), docs/original.md#coarse-loss.
 def fpos(p: float) -> float:
     """-alpha (1 - p)^gamma log p"""
     return -0.25 * (1 - p) ** 2 * math.log(p)
 
 
 def fneg(p: float) -> float:
-    """-alpha p^gamma log(1 - p): alpha, not 1 - alpha (SPEC §10.7)"""
+    """-alpha p^gamma log(1 - p): alpha, not 1 - alpha (docs/original.md#quirk-7)"""
     return -0.25 * p**2 * math.log(1 - p)
 
 
@@ -162,7 +162,8 @@ def test_no_positive_dense() -> None:
     got = loss(_data(gt=ZERO_GT))["loss_scalars"]["loss_c"].item()
     # positive factor 0; every element is a negative, including the stand-in [0, 0, 0]
     assert got == pytest.approx((fneg(0.8) + fneg(0.1) + fneg(0.3) + fneg(0.6)) / 4, rel=1e-5)
-    # with masks, the stand-in's weight 0 also removes its negative term (SPEC §4.1)
+    # with masks, the stand-in's weight 0 also removes its negative term
+    # (docs/original.md#coarse-loss)
     got = loss(_data(masks=True, gt=ZERO_GT))["loss_scalars"]["loss_c"].item()
     assert got == pytest.approx(fneg(0.1) / 4, rel=1e-5)
 
@@ -290,7 +291,8 @@ def test_no_correct_fine_sample(fine_type: str) -> None:
     loss = LoFTRLoss(_config(fine_type=fine_type))
     expec_f = torch.tensor([[0.1, 0.2, 0.5], [0.5, -0.5, 1.0]], requires_grad=True)
     gt = torch.tensor([[1.2, 0.0], [0.0, -3.0]])
-    # training: sample 0 stands in; its std weight is 0, plain l2 keeps its error (SPEC §4.2)
+    # training: sample 0 stands in; its std weight is 0, plain l2 keeps its error
+    # (docs/original.md#fine-loss)
     loss.train()
     got = loss.compute_fine_loss(expec_f, gt)
     expected = (1.1**2 + 0.2**2) if fine_type == "l2" else 0.0

@@ -1,4 +1,4 @@
-"""Tests of loftr.metrics against hand-worked numbers (SPEC §6.2)."""
+"""Tests of loftr.metrics against hand-worked numbers (docs/original.md#metrics)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def _match_both(kornia_model, ours, i0, i1):
 
 
 def test_paper_model_parameter_count():
-    assert count_parameters(LoFTR(paper_config())) == 11_561_456  # SPEC §2.8
+    assert count_parameters(LoFTR(paper_config())) == 11_561_456  # docs/original.md#state-dict
     assert count_parameters(LoFTR(paper_config(match_type="sinkhorn"))) == 11_561_457
 
 
@@ -117,7 +117,8 @@ def test_lightning_checkpoint_file_loads_and_mismatches_name_keys(tmp_path, korn
 
 
 def reference_log_ot(scores: np.ndarray, alpha: float, iters: int) -> np.ndarray:
-    """SPEC §2.5 in plain numpy, one matrix at a time, with scipy-free log-sum-exp."""
+    """docs/original.md#sinkhorn in plain numpy, one matrix at a time, with scipy-free
+    log-sum-exp."""
 
     def lse(x, axis):
         m = x.max(axis=axis, keepdims=True)
@@ -214,7 +215,8 @@ def test_whole_model_never_matches_padded_cells():
 
 @pytest.mark.parametrize(
     "size, percent, masked, expected",
-    [((480, 640), 0.2, False, 960), ((640, 640), 0.3, True, 1440)],  # SPEC §2.5 examples
+    # the examples of docs/original.md#coarse-padding
+    [((480, 640), 0.2, False, 960), ((640, 640), 0.3, True, 1440)],
 )
 def test_training_pads_to_exactly_the_train_share(size, percent, masked, expected):
     h, w = size[0] // 8, size[1] // 8

@@ -1,4 +1,5 @@
-"""Tests of the LR scaling, warm-up and schedule (SPEC §1.7, §1.8) and of the optim configs."""
+"""Tests of the LR scaling, warm-up and schedule (docs/original.md#lr-scaling, #optimizer-schedule)
+and of the optim configs."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ INDOOR = {"canonical_lr": 6e-3, "canonical_warmup_steps": 4800, "warmup_ratio": 
 OUTDOOR = {"canonical_lr": 8e-3, "canonical_warmup_steps": 1875, "warmup_ratio": 0.1}
 
 
-# ------------------------------------------------------------------------- SPEC §1.7 table
+# -------------------------------------------------------------------------
+# docs/original.md#lr-scaling table
 
 # (recipe, devices, num_nodes, batch_size, accumulate) -> (lr, warm-up steps, warm-up start lr)
 SPEC_TABLE = [
@@ -110,7 +112,8 @@ def _optim(**overrides: Any) -> dict[str, Any]:
 
 def test_lr_at_indoor_canonical_follows_warmup_then_milestones() -> None:
     cfg = _optim()
-    last_warmup = 6e-3 * 4799 / 4800  # SPEC §1.8: the lr stays at the last warm-up value
+    last_warmup = 6e-3 * 4799 / 4800  # docs/original.md#optimizer-schedule: the lr stays at the
+    # last warm-up value
     assert lr_at(0, 0, cfg) == 0.0  # ratio 0: the first step has lr 0
     assert lr_at(2400, 0, cfg) == pytest.approx(3e-3)
     assert lr_at(4799, 1, cfg) == pytest.approx(last_warmup, rel=1e-15)

@@ -1,4 +1,5 @@
-"""Tests of the coarse and fine ground truth (SPEC §3.1, §3.3) on hand-worked and planar scenes."""
+"""Tests of the coarse and fine ground truth (docs/original.md#coarse-gt, #fine-gt) on hand-worked
+and planar scenes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from loftr.supervision import (
 CONFIG = {"resolution": [8, 2], "fine_window_size": 5}
 # f = 8 px, principal point (12, 8) at the network input resolution.
 K_IN = torch.tensor([[8.0, 0.0, 12.0], [0.0, 8.0, 8.0], [0.0, 0.0, 1.0]])
-E = 2.0001  # Z + 1e-4 with Z = 2 m everywhere: the projection quirk of SPEC §3.2
+E = 2.0001  # Z + 1e-4 with Z = 2 m everywhere: the projection quirk of docs/original.md#warp-kpts
 
 
 def _translation(tx: float, ty: float, tz: float = 0.0) -> torch.Tensor:

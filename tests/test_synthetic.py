@@ -347,7 +347,8 @@ def test_megadepth_layout_and_scene_info(megadepth_root):
     assert not set(s[:4] for s in stems) & set(s[:4] for s in val_stems)  # different scenes
     for path in infos + [index / "scene_info_val_1500" / f"{s}.npz" for s in val_stems]:
         raw = path.read_bytes()
-        assert raw[:1] == b"\x80" and not zipfile.is_zipfile(path)  # a pickle, SPEC §5.3
+        assert raw[:1] == b"\x80" and not zipfile.is_zipfile(path)  # a pickle,
+        # docs/original.md#megadepth
         info = np.load(path, allow_pickle=True)  # what the original does: falls back to pickle
         assert isinstance(info, dict)
         assert sorted(info) == ["depth_paths", "image_paths", "intrinsics", "pair_infos", "poses"]

@@ -1,4 +1,4 @@
-"""Tests of the match figures (SPEC §6.3)."""
+"""Tests of the match figures (docs/original.md#figures)."""
 
 from __future__ import annotations
 

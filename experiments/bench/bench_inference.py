@@ -23,7 +23,8 @@ import torch
 from common import conditioned_models, machine_info, median, time_alternating
 from torch.profiler import ProfilerActivity, profile, record_function
 
-# SPEC §2.1 stages, as named by our record_function labels and by kornia's child modules
+# docs/original.md#model-flow stages, as named by our record_function labels and by kornia's child
+# modules
 OUR_SECTIONS = {
     "backbone": "loftr/backbone",
     "coarse transformer": "loftr/coarse_transformer",

@@ -6,7 +6,7 @@ use) with the network-input size of the real recipes (640x480 ScanNet, 640 MegaD
 included in neither number), then ``--repeats`` timed runs of ``--pairs`` pairs each. With
 ``--memory-pairs N`` it also loads N pairs per worker count and records the memory of the main
 process and its workers every tenth of the way: users of the original saw host memory grow over
-an epoch until the machine ran out (SPEC §8, issue #253).
+an epoch until the machine ran out (docs/original.md#user-reports, issue #253).
 
     python experiments/bench/bench_loader.py                       # both formats, 0 and 2 workers
     python experiments/bench/bench_loader.py --workers 0 4 --pairs 200 --dataset synthetic

@@ -4,11 +4,11 @@
 
 Composes the default training run (`conf/train.yaml`: synthetic ScanNet-format data, the paper
 model, dual-softmax, dense supervision) at the real recipes' 640x480 input, batch 1, and times
-the stages of a step as the LightningModule runs them (SPEC §6.1): data loading, coarse ground
-truth, forward, fine ground truth, loss, backward, optimizer step (with the gradient clipping),
-plus the metrics a validation step adds (epipolar errors and the pose per pair). The first
-step is a warm-up; the medians of `--steps` more are reported with the peak resident memory of
-the process during a step (VmHWM, reset before each step).
+the stages of a step as the LightningModule runs them (docs/original.md#lightning-module): data
+loading, coarse ground truth, forward, fine ground truth, loss, backward, optimizer step (with the
+gradient clipping), plus the metrics a validation step adds (epipolar errors and the pose per pair).
+The first step is a warm-up; the medians of `--steps` more are reported with the peak resident
+memory of the process during a step (VmHWM, reset before each step).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def bench_train_step(
         timed("backward", lambda: batch["loss"].backward())
 
         def optimizer_step() -> None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 0.5)  # SPEC §1.8
+            # the original's clip (docs/original.md#optimizer-schedule)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 0.5)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 

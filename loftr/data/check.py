@@ -27,7 +27,8 @@ DEFAULT_JOBS = max(1, min(8, os.cpu_count() or 1))
 
 
 def _splits(dataset: str, data_dir: Path) -> list[dict[str, Any]]:
-    """The indices of the layout and how training reads them (SPEC §1.4, §5.1)."""
+    """The indices of the layout and how training reads them
+    (docs/original.md#data-configs, #data-layout)."""
     layout, assets = LAYOUT[dataset], ASSETS[dataset]
     assets_dir = data_dir.parent / "assets"
     if dataset == "scannet":

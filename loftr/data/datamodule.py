@@ -1,15 +1,18 @@
-"""The Lightning DataModule: train/val/test loaders from a ``dataset`` config node (SPEC §5.5).
+"""The Lightning DataModule: train/val/test loaders from a ``dataset`` config node
+(docs/original.md#datamodule).
 
-The ``dataset`` node uses the original data-config keys lower-cased (SPEC §1.2, §1.4), e.g.
-``trainval_data_source``, ``train_data_root``, ``train_npz_root``, ``train_list_path``,
-``mgdpt_img_resize``, ``n_samples_per_subset``, plus our ``scannet_img_resize`` and
-``synthetic`` (arguments of :func:`loftr.data.synthetic.ensure_synthetic`, or null).
+The ``dataset`` node uses the original data-config keys lower-cased
+(docs/original.md#config-defaults, #data-configs), e.g. ``trainval_data_source``,
+``train_data_root``, ``train_npz_root``, ``train_list_path``, ``mgdpt_img_resize``,
+``n_samples_per_subset``, plus our ``scannet_img_resize`` and ``synthetic`` (arguments of
+:func:`loftr.data.synthetic.ensure_synthetic`, or null).
 
 Training builds only this rank's scenes (:func:`~loftr.data.sampler.get_local_split`) and draws
 from them with a :class:`~loftr.data.sampler.RandomConcatSampler`, whose state the DataModule's
 ``state_dict`` carries into checkpoints so a resumed run continues the same sequence.
 The Trainer must be built with ``use_distributed_sampler=False`` (the original's
-``replace_sampler_ddp=False``, SPEC §5.6): the sampler already splits the data per rank.
+``replace_sampler_ddp=False``, docs/original.md#sampler): the sampler already splits the data per
+rank.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from loftr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 SOURCES = ("ScanNet", "MegaDepth")
-# The five per-split keys of the original data configs (SPEC §1.2).
+# The five per-split keys of the original data configs (docs/original.md#config-defaults).
 SPLIT_KEYS = ("data_root", "pose_root", "npz_root", "list_path", "intrinsic_path")
 # MegaDepth masks are always downsampled by 1/8: the original never passes coarse_scale through
-# (SPEC §5.3).
+# (docs/original.md#megadepth).
 MEGADEPTH_COARSE_SCALE = 0.125
 
 
@@ -61,14 +64,14 @@ def _as_list(value: Any, n: int, key: str) -> list[Any]:
 
 
 class LoFTRDataModule(L.LightningDataModule):
-    """ScanNet / MegaDepth loaders as the original LoFTR builds them (SPEC §5.5).
+    """ScanNet / MegaDepth loaders as the original LoFTR builds them (docs/original.md#datamodule).
 
     Loaders: train uses ``batch_size``, ``num_workers``, ``pin_memory`` and the
     :class:`RandomConcatSampler` (exposed as :attr:`train_sampler`); validation and test use a
-    batch of 1 (hard-coded, SPEC §5.5), no shuffling and a ``DistributedSampler(shuffle=False)``
-    when the world size is above 1. Several validation sets are given as a list in
-    ``dataset.val_list_path`` (with ``val_npz_root`` etc. either shared or as lists); the
-    validation loader is then a list.
+    batch of 1 (hard-coded, docs/original.md#datamodule), no shuffling and a
+    ``DistributedSampler(shuffle=False)`` when the world size is above 1. Several validation sets
+    are given as a list in ``dataset.val_list_path`` (with ``val_npz_root`` etc. either shared or as
+    lists); the validation loader is then a list.
 
     Args:
         dataset: the ``dataset`` config node (DictConfig or mapping).
@@ -82,7 +85,7 @@ class LoFTRDataModule(L.LightningDataModule):
 
     Raises:
         ConfigError: an unknown data source, a missing key, or an augmentation type other than
-            null (SPEC §5.7).
+            null (docs/original.md#augmentation).
 
     Example:
         >>> dm = LoFTRDataModule(cfg.dataset, batch_size=1, num_workers=0, seed=66)
@@ -109,10 +112,11 @@ class LoFTRDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.max_skipped_pairs = int(max_skipped_pairs)
         if self.config.get("augmentation_type") is not None:
-            # SPEC §5.7: the original raises NotImplementedError for every augmentation.
+            # docs/original.md#augmentation: the original raises NotImplementedError for every
+            # augmentation.
             raise ConfigError(
                 f"dataset.augmentation_type={self.config['augmentation_type']!r}: LoFTR trains "
-                "without augmentation (SPEC §5.7); set it to null"
+                "without augmentation (docs/original.md#augmentation); set it to null"
             )
         for key in ("trainval_data_source", "test_data_source"):
             source = self.config.get(key)
@@ -121,7 +125,8 @@ class LoFTRDataModule(L.LightningDataModule):
 
         self.train_dataset: ConcatDataset | None = None
         self.train_sampler: RandomConcatSampler | None = None
-        self.train_scenes: list[str] = []  # this rank's share of the training list (SPEC §5.5)
+        self.train_scenes: list[str] = []  # this rank's share of the training list
+        # (docs/original.md#datamodule)
         self.val_datasets: list[ConcatDataset] = []
         self.test_dataset: ConcatDataset | None = None
         self._pending_sampler_state: dict[str, Any] | None = None
@@ -302,7 +307,8 @@ class LoFTRDataModule(L.LightningDataModule):
         mode = split
         hint = self._index_hint(source, split, Path(npz_root) / "x")
         check_dir(npz_root, f"{source} {split} index folder", hint)
-        # SPEC §5.5: ScanNet list entries include ".npz"; MegaDepth entries are stems.
+        # docs/original.md#datamodule: ScanNet list entries include ".npz"; MegaDepth entries are
+        # stems.
         files = [
             Path(npz_root) / (name if source == "ScanNet" else f"{name}.npz") for name in names
         ]
@@ -363,7 +369,7 @@ class LoFTRDataModule(L.LightningDataModule):
                 raise ConfigError(
                     "Trainer(use_distributed_sampler=True) would split the RandomConcatSampler's "
                     "draws again; build the Trainer with use_distributed_sampler=False (each rank "
-                    "already loads its own scenes, SPEC §5.5/§5.6)"
+                    "already loads its own scenes, docs/original.md#datamodule, #sampler)"
                 )
             # Lightning creates the first iterator before it calls set_epoch (and DataLoader
             # workers prefetch at once), so the epoch must be right already (resume included).
@@ -383,7 +389,7 @@ class LoFTRDataModule(L.LightningDataModule):
             if world_size > 1
             else None
         )
-        # SPEC §5.5: evaluation batch size 1 is hard-coded.
+        # docs/original.md#datamodule: evaluation batch size 1 is hard-coded.
         return DataLoader(
             dataset,
             batch_size=1,

@@ -4,9 +4,10 @@ Every reader raises :class:`~loftr.errors.DataError` naming the file when it is 
 symlink or unreadable, so a half-built data layout fails with a message that says what to fix.
 Callers may pass ``hint`` (the set-up step that makes the file) to be appended to that message.
 
-MegaDepth scene infos are pickled dicts (SPEC §5.3). They are loaded with a restricted unpickler
-that admits only what numpy arrays and plain containers need and refuses every other global
-*before* it is looked up, so a crafted file cannot run code (DESIGN "deliberately differs" 5).
+MegaDepth scene infos are pickled dicts (docs/original.md#megadepth). They are loaded with a
+restricted unpickler that admits only what numpy arrays and plain containers need and refuses every
+other global *before* it is looked up, so a crafted file cannot run code (
+ docs/differences.md#5).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from loftr.errors import DataError
 
 PathLike = str | os.PathLike
 
-# Keys of a MegaDepth scene-info dict (SPEC §5.3).
+# Keys of a MegaDepth scene-info dict (docs/original.md#megadepth).
 SCENE_INFO_KEYS = ("image_paths", "depth_paths", "intrinsics", "poses", "pair_infos")
 
 # Header bytes that tell the two scene-info encodings apart.
@@ -157,7 +158,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
 
 
 def read_scannet_depth(path: PathLike) -> np.ndarray:
-    """Read a ScanNet depth PNG (uint16 millimetres) as metres (SPEC §5.2).
+    """Read a ScanNet depth PNG (uint16 millimetres) as metres (docs/original.md#scannet).
 
     Args:
         path: a 16-bit single-channel PNG as written by ScanNet's python SensReader.
@@ -181,7 +182,8 @@ def read_scannet_depth(path: PathLike) -> np.ndarray:
 
 
 def read_megadepth_depth(path: PathLike) -> np.ndarray:
-    """Read a MegaDepth depth map: the ``depth`` dataset of an HDF5 file (SPEC §5.3).
+    """Read a MegaDepth depth map: the ``depth`` dataset of an HDF5 file
+    (docs/original.md#megadepth).
 
     Args:
         path: a MegaDepth_v1 ``.h5`` depth file.
@@ -265,7 +267,8 @@ def read_pose(path: PathLike) -> np.ndarray:
 
 
 def read_list(path: PathLike, hint: str | None = None) -> list[str]:
-    """Read a dataset list file: the first whitespace token of every non-empty line (SPEC §5.5).
+    """Read a dataset list file: the first whitespace token of every non-empty line
+    (docs/original.md#datamodule).
 
     Args:
         path: the list file (e.g. ``scannet_all.txt``, ``train_list.txt``).
@@ -287,12 +290,13 @@ def read_list(path: PathLike, hint: str | None = None) -> list[str]:
 def load_scannet_pairs(
     path: PathLike, hint: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load a ScanNet scene index: pair rows and, when present, overlap scores (SPEC §5.2).
+    """Load a ScanNet scene index: pair rows and, when present, overlap scores
+    (docs/original.md#scannet).
 
     Args:
         path: a real ``.npz`` (zip) with ``name`` ``(P, 4)`` rows
             ``[scene_id, sub_scene_id, frame_id0, frame_id1]`` and optionally ``score`` ``(P,)``.
-            The test index (``test.npz``, SPEC §5.4) has no ``score``.
+            The test index (``test.npz``, docs/original.md#test-sets) has no ``score``.
         hint: the set-up step that makes the file, appended to a "missing" message.
 
     Returns:
@@ -326,7 +330,8 @@ def load_scannet_pairs(
 
 
 def load_intrinsics(path: PathLike, hint: str | None = None) -> dict[str, np.ndarray]:
-    """Load a ScanNet intrinsics npz: one 3x3 (or 9-vector) matrix per scene name (SPEC §5.2).
+    """Load a ScanNet intrinsics npz: one 3x3 (or 9-vector) matrix per scene name
+    (docs/original.md#scannet).
 
     Args:
         path: ``intrinsics.npz`` keyed by scene name (``scene0000_00``).
@@ -434,7 +439,8 @@ def _normalise_npz_scene_info(data: Mapping[str, np.ndarray], path: Path) -> dic
 
 
 def load_scene_info(path: PathLike, hint: str | None = None) -> dict[str, Any]:
-    """Load a MegaDepth scene info safely (SPEC §5.3; DESIGN "deliberately differs" 5).
+    """Load a MegaDepth scene info safely (docs/original.md#megadepth;
+    docs/differences.md#5).
 
     The original files are pickled dicts despite their ``.npz`` suffix. They are read with an
     unpickler that admits only numpy arrays and plain containers; any other global is refused

@@ -1,4 +1,4 @@
-"""MegaDepth pairs in the original LoFTR layout and item format (SPEC §5.3).
+"""MegaDepth pairs in the original LoFTR layout and item format (docs/original.md#megadepth).
 
 One dataset per scene info (a pickled dict despite its ``.npz`` suffix, loaded safely by
 :func:`loftr.data.io.load_scene_info`). Images are resized so the longer side is ``img_resize``
@@ -35,12 +35,12 @@ from loftr.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")
 
-# Depth maps are zero-padded to this square so that batches collate (SPEC §5.3).
+# Depth maps are zero-padded to this square so that batches collate (docs/original.md#megadepth).
 DEPTH_PAD_SIZE = 2000
 
 
 def resized_wh(w: int, h: int, resize: int | None, df: int | None) -> tuple[int, int]:
-    """Network-input size of a MegaDepth image (SPEC §5.3, steps 2).
+    """Network-input size of a MegaDepth image (docs/original.md#megadepth, steps 2).
 
     The longer side becomes ``resize``: ``s = resize / max(h, w)``, ``w' = round(w s)``,
     ``h' = round(h s)`` (Python's round, as the original), then both are floored to a multiple
@@ -101,7 +101,7 @@ def pad_bottom_right(
 def read_megadepth_gray(
     path: str | os.PathLike, resize: int | None, df: int | None, padding: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Read, resize and pad a MegaDepth image (SPEC §5.3, ``read_megadepth_gray``).
+    """Read, resize and pad a MegaDepth image (docs/original.md#megadepth, ``read_megadepth_gray``).
 
     Args:
         path: the image file.
@@ -141,7 +141,7 @@ def read_megadepth_depth_padded(
         path: the ``.h5`` depth file.
         pad_to: side of the padded square (2000), or None for the stored size.
         image_wh: ``(w, h)`` of its image; the depth map must have that size (the intrinsics
-            and the ground truth read it at original image pixels, SPEC §3.2).
+            and the ground truth read it at original image pixels, docs/original.md#warp-kpts).
         require_valid: the map must have a valid pixel (training: else it cannot supervise).
 
     Returns:
@@ -167,7 +167,8 @@ def read_megadepth_depth_padded(
 
 
 def coarse_mask(mask: torch.Tensor, coarse_scale: float = 0.125) -> torch.Tensor:
-    """Nearest-downsample an image-resolution validity mask to the coarse grid (SPEC §5.3).
+    """Nearest-downsample an image-resolution validity mask to the coarse grid
+    (docs/original.md#megadepth).
 
     Args:
         mask: ``(s, s)`` bool, True on valid pixels.
@@ -188,10 +189,10 @@ def coarse_mask(mask: torch.Tensor, coarse_scale: float = 0.125) -> torch.Tensor
 class MegaDepthDataset(Dataset):
     """The pairs of one MegaDepth scene info, as the original LoFTR dataset returns them.
 
-    Items (SPEC §5.3) hold ``image0``/``image1`` ``(1, s, s)`` float32 grey in [0, 1] (resized and
-    padded); ``depth0``/``depth1`` ``(2000, 2000)`` float32 at original resolution, zero-padded
-    (empty in test mode); ``T_0to1`` ``(4, 4)`` float32 = T1 @ inv(T0) (world-to-camera poses)
-    and ``T_1to0``; ``K0``/``K1`` ``(3, 3)`` float32 per image at original resolution;
+    Items (docs/original.md#megadepth) hold ``image0``/``image1`` ``(1, s, s)`` float32 grey in [0,
+    1] (resized and padded); ``depth0``/``depth1`` ``(2000, 2000)`` float32 at original resolution,
+    zero-padded (empty in test mode); ``T_0to1`` ``(4, 4)`` float32 = T1 @ inv(T0) (world-to-camera
+    poses) and ``T_1to0``; ``K0``/``K1`` ``(3, 3)`` float32 per image at original resolution;
     ``scale0``/``scale1`` ``(2,)`` float32 ``[w / w', h / h']``; ``dataset_name`` ``'MegaDepth'``,
     ``scene_id`` (the file stem), ``pair_id`` and ``pair_names`` (the two image paths); with
     padding also ``mask0``/``mask1`` ``(s * coarse_scale, s * coarse_scale)`` bool.
@@ -205,7 +206,8 @@ class MegaDepthDataset(Dataset):
         df: size divisibility factor.
         img_padding: zero-pad images to squares and return coarse masks.
         depth_padding: zero-pad depth to 2000x2000.
-        coarse_scale: mask downsampling factor. The original always used 0.125 (SPEC §5.3).
+        coarse_scale: mask downsampling factor. The original always used 0.125
+        (docs/original.md#megadepth).
 
     Raises:
         ConfigError: training without ``img_resize`` or without image and depth padding.
@@ -228,7 +230,8 @@ class MegaDepthDataset(Dataset):
         if mode not in MODES:
             raise ConfigError(f"MegaDepthDataset mode={mode!r}; use one of {list(MODES)}")
         if mode == "train":
-            # SPEC §5.3: the original asserts these; a ConfigError names the key instead.
+            # docs/original.md#megadepth: the original asserts these; a ConfigError names the key
+            # instead.
             if img_resize is None:
                 raise ConfigError("dataset.mgdpt_img_resize must be set for MegaDepth training")
             if not img_padding:
@@ -238,8 +241,8 @@ class MegaDepthDataset(Dataset):
         self.mode = mode
         self.root_dir = Path(root_dir)
         self.npz_path = Path(npz_path)
-        # SPEC §5.3: the original's scene_id is npz_path.split('.')[0], which cuts paths at the
-        # first dot (cosmetic); the file stem is what it meant.
+        # docs/original.md#megadepth: the original's scene_id is npz_path.split('.')[0], which cuts
+        # paths at the first dot (cosmetic); the file stem is what it meant.
         self.scene_id = self.npz_path.stem
         self.img_resize = img_resize
         self.df = df
@@ -360,8 +363,9 @@ class MegaDepthDataset(Dataset):
             "pair_names": (str(self.image_paths[idx0]), str(self.image_paths[idx1])),
         }
         if mask0 is not None:
-            # SPEC §5.3: coarse masks by nearest downsampling of the padded image masks (each
-            # on its own, which equals the original's stacked call and allows unequal sides).
+            # docs/original.md#megadepth: coarse masks by nearest downsampling of the padded image
+            # masks (each on its own, which equals the original's stacked call and allows unequal
+            # sides).
             data["mask0"] = coarse_mask(mask0, self.coarse_scale)
             data["mask1"] = coarse_mask(mask1, self.coarse_scale)
         return data

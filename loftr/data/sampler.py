@@ -1,9 +1,10 @@
-"""Scene-balanced sampling (SPEC §5.6) and the per-rank scene split (SPEC §5.5).
+"""Scene-balanced sampling (docs/original.md#sampler) and the per-rank scene split
+(docs/original.md#datamodule).
 
 Unlike the original, which reseeds torch's global generator, :class:`RandomConcatSampler` draws
-from its own ``torch.Generator`` seeded by (seed, epoch, rank) (DESIGN "deliberately differs" 2),
+from its own ``torch.Generator`` seeded by (seed, epoch, rank) (docs/differences.md#2),
 and its position in the epoch is part of its state, so a resumed run continues the identical
-sequence (DESIGN "deliberately differs" 1).
+sequence (docs/differences.md#1).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ T = TypeVar("T")
 
 
 def get_local_split(items: Sequence[T], world_size: int, rank: int, seed: int = 66) -> list[T]:
-    """The share of ``items`` (scene index files) that rank ``rank`` loads (SPEC §5.5).
+    """The share of ``items`` (scene index files) that rank ``rank`` loads
+    (docs/original.md#datamodule).
 
     The list is permuted with ``np.random.RandomState(seed)``; when its length is not divisible
     by ``world_size`` it is padded with ``RandomState(seed).choice(items, k, replace=True)``
@@ -69,10 +71,10 @@ def _generator_seed(seed: int, epoch: int, rank: int) -> int:
 class RandomConcatSampler(Sampler[int]):
     """Draw ``n_samples_per_subset`` pairs from every scene of a ConcatDataset each epoch.
 
-    Each epoch (SPEC §5.6): for every sub-dataset draw ``n_samples_per_subset`` indices in its
-    global range, uniformly with replacement (or a truncated random permutation, padded with
-    replacement draws when the scene is smaller); concatenate; shuffle globally when ``shuffle``;
-    append ``repeat - 1`` copies (each shuffled when ``shuffle``). The length is
+    Each epoch (docs/original.md#sampler): for every sub-dataset draw ``n_samples_per_subset``
+    indices in its global range, uniformly with replacement (or a truncated random permutation,
+    padded with replacement draws when the scene is smaller); concatenate; shuffle globally when
+    ``shuffle``; append ``repeat - 1`` copies (each shuffled when ``shuffle``). The length is
     ``n_scenes * n_samples_per_subset * repeat`` and does not depend on the epoch.
 
     ``n_scenes`` (default: the number of sub-datasets) counts the scenes of this rank's share,
@@ -94,7 +96,7 @@ class RandomConcatSampler(Sampler[int]):
         shuffle: shuffle the concatenated draws (and each repeat).
         repeat: how many times the epoch's draws are repeated.
         seed: the run seed.
-        rank: this process's global rank (ranks hold different scenes, SPEC §5.5).
+        rank: this process's global rank (ranks hold different scenes, docs/original.md#datamodule).
         n_scenes: the scenes the epoch length counts, at least the number of sub-datasets.
 
     Example:
@@ -218,8 +220,8 @@ class RandomConcatSampler(Sampler[int]):
 
         The saved seed wins over the constructor's, so a resumed run draws what the interrupted
         one would have. The saved rank is informative only: the checkpoint is written by rank 0
-        and every rank keeps its own scenes; all ranks share the epoch length (SPEC §5.5 pads the
-        scene list), hence the same position.
+        and every rank keeps its own scenes; all ranks share the epoch length
+        (docs/original.md#datamodule pads the scene list), hence the same position.
         """
         missing = [k for k in ("seed", "epoch", "consumed") if k not in state]
         if missing:

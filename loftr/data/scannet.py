@@ -1,4 +1,4 @@
-"""ScanNet pairs in the original LoFTR layout and item format (SPEC §5.2).
+"""ScanNet pairs in the original LoFTR layout and item format (docs/original.md#scannet).
 
 One dataset per scene index (``.npz`` with ``name`` rows ``[scene, sub_scene, frame0, frame1]``
 and ``score``). Images come from ``<root>/<scene>/color/<id>.jpg`` (python SensReader export),
@@ -34,10 +34,12 @@ from loftr.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")
 
-# The resolution of ScanNet's depth maps, which its (depth) intrinsics refer to (SPEC §5.2).
+# The resolution of ScanNet's depth maps, which its (depth) intrinsics refer to
+# (docs/original.md#scannet).
 SCANNET_DEPTH_SIZE = (640, 480)
 
-# Frame names of the C++ SensReader export, which LoFTR does not read (SPEC §5.1).
+# Frame names of the C++ SensReader export, which LoFTR does not read
+# (docs/original.md#data-layout).
 _CPP_EXPORT = re.compile(r"^(frame-\d+\.(color|depth|pose)\.\w+|0\d+\.(jpg|png|txt))$")
 
 
@@ -46,7 +48,7 @@ def sensreader_cpp_hint(scene_dir: str | os.PathLike) -> str | None:
 
     The C++ exporter writes ``frame-000000.color.jpg`` files (or zero-padded ``000000.jpg``);
     LoFTR expects the python exporter's ``color/<int>.jpg``, ``depth/<int>.png`` and
-    ``pose/<int>.txt`` without zero padding (SPEC §5.1, TRAINING.md).
+    ``pose/<int>.txt`` without zero padding (docs/original.md#data-layout, TRAINING.md).
 
     Args:
         scene_dir: a scene folder such as ``data/scannet/train/scene0000_00``.
@@ -83,8 +85,8 @@ def _scene_name(scene_id: int, sub_scene_id: int) -> str:
 class ScanNetDataset(Dataset):
     """The pairs of one ScanNet scene index, as the original LoFTR dataset returns them.
 
-    Items (SPEC §5.2) hold ``image0``/``image1`` ``(1, h, w)`` float32 grey in [0, 1] at
-    ``img_resize``; ``depth0``/``depth1`` ``(480, 640)`` float32 metres at the stored depth
+    Items (docs/original.md#scannet) hold ``image0``/``image1`` ``(1, h, w)`` float32 grey in [0, 1]
+    at ``img_resize``; ``depth0``/``depth1`` ``(480, 640)`` float32 metres at the stored depth
     resolution (empty in test mode); ``K0``/``K1`` ``(3, 3)`` float32 depth intrinsics;
     ``T_0to1`` ``(4, 4)`` float32 = W2C1 @ inv(W2C0) (maps camera-0 points to camera 1) and
     ``T_1to0`` its inverse; ``dataset_name`` ``'ScanNet'``, ``scene_id`` (``scene0000_00``),
@@ -93,7 +95,8 @@ class ScanNetDataset(Dataset):
     Our extension: when ``img_resize`` differs from the depth resolution (which the intrinsics
     refer to), only the image is resized and the item also holds ``scale0``/``scale1``
     ``(2,)`` float32 = ``[w_depth / w_in, h_depth / h_in]``, so supervision maps the coarse grid to
-    original pixels as for MegaDepth (SPEC §3.1) and keypoints come out in original pixels.
+    original pixels as for MegaDepth (docs/original.md#coarse-gt) and keypoints come out in original
+    pixels.
 
     Args:
         root_dir: folder of scene folders (``data/scannet/train``).
@@ -101,7 +104,7 @@ class ScanNetDataset(Dataset):
         intrinsic_path: ``intrinsics.npz`` keyed by scene name.
         mode: ``'train'``, ``'val'`` or ``'test'`` (test returns empty depth).
         min_overlap_score: pairs with ``score > min_overlap_score`` are kept. As in the original
-            (SPEC §5.2), val mode skips the filter and test mode applies it.
+            (docs/original.md#scannet), val mode skips the filter and test mode applies it.
         pose_dir: folder replacing ``root_dir`` for pose files, or None.
         img_resize: ``(w, h)`` of the network input in pixels.
 
@@ -138,8 +141,8 @@ class ScanNetDataset(Dataset):
             check_dir(self.pose_dir, f"ScanNet {mode} pose root", setup_hint(root_part, pose_dir))
 
         names, scores = load_scannet_pairs(npz_path, setup_hint(index_part, Path(npz_path).parent))
-        # SPEC §5.2: the original's mode check `['val' or 'test']` is `['val']`, so val keeps
-        # every pair and test filters; the comparison is strict.
+        # docs/original.md#scannet: the original's mode check `['val' or 'test']` is `['val']`, so
+        # val keeps every pair and test filters; the comparison is strict.
         if mode != "val":
             if scores is not None:
                 names = names[scores > min_overlap_score]
@@ -228,7 +231,8 @@ class ScanNetDataset(Dataset):
         if depth.shape != (SCANNET_DEPTH_SIZE[1], SCANNET_DEPTH_SIZE[0]):
             raise DataError(
                 f"depth map {path} is {depth.shape[1]}x{depth.shape[0]}; ScanNet depth (and its "
-                f"intrinsics) must be {SCANNET_DEPTH_SIZE[0]}x{SCANNET_DEPTH_SIZE[1]} (SPEC §5.2)"
+                f"intrinsics) must be {SCANNET_DEPTH_SIZE[0]}x{SCANNET_DEPTH_SIZE[1]} "
+                "(docs/original.md#scannet)"
             )
         if self.mode == "train":
             check_depth(depth, path)  # a pair without any depth cannot supervise

@@ -1,4 +1,5 @@
-"""Set up and verify the ``data/`` layout of the original LoFTR (TRAINING.md, SPEC §5.1).
+"""Set up and verify the ``data/`` layout of the original LoFTR (TRAINING.md,
+docs/original.md#data-layout).
 
 Usage::
 
@@ -22,7 +23,7 @@ missing or broken.
 inside the scene infos start with those two names); the test data defaults to the same folder, as
 train and test share the data (TRAINING.md). ``--assets`` is the original repository's
 ``assets/`` folder, which holds the ScanNet-1500 and MegaDepth-1500 test indices; they are linked
-into ``assets/`` beside ``--data-dir`` (the paths of SPEC §1.4).
+into ``assets/`` beside ``--data-dir`` (the paths of docs/original.md#data-configs).
 
 This module also provides :func:`setup_hint`, the set-up step quoted by every "missing" error.
 """
@@ -61,8 +62,8 @@ _STEPS = {
     ),
     "megadepth_root": (
         "link MegaDepth's phoenix/ and Undistorted_SfM/ folders: ln -s /path/to/megadepth/phoenix "
-        "/path/to/megadepth/Undistorted_SfM {path}/ (TRAINING.md, SPEC §5.1; or python -m "
-        "loftr.data.setup megadepth --train /path/to/megadepth)"
+        "/path/to/megadepth/Undistorted_SfM {path}/ (TRAINING.md, docs/original.md#data-layout; "
+        "or python -m loftr.data.setup megadepth --train /path/to/megadepth)"
     ),
     "megadepth_index": (
         "extract megadepth_indices.tar (tar xf train-data/megadepth_indices.tar) and "
@@ -116,7 +117,8 @@ def _index_root(path: Path) -> Path:
     return path
 
 
-# --- the layout (SPEC §1.4, §5.1): paths relative to the data folder or the assets folder -----
+# --- the layout (docs/original.md#data-configs, #data-layout): paths relative to the data folder or
+# the assets folder -----
 
 LAYOUT = {
     "scannet": {

@@ -7,8 +7,8 @@ photographs scikit-image ships and with procedural patterns. Every pixel's depth
 ray-plane intersection, so ground truth built from depth, intrinsics and poses is exact up to the
 storage precision of the real formats (millimetres for ScanNet, float32 for MegaDepth).
 
-The files are written in the real on-disk formats (SPEC §5.1-§5.4) and are read by the same
-loaders as the real data:
+The files are written in the real on-disk formats (docs/original.md#data-layout to #test-sets)
+and are read by the same loaders as the real data:
 
 - ``<root>/scannet/``: ``train/<scene>/{color/<i>.jpg, depth/<i>.png, pose/<i>.txt}``,
   ``test/<scene>/{color,depth,pose,intrinsic}/``, ``index/scene_data/{train,test}/*.npz``,
@@ -17,7 +17,7 @@ loaders as the real data:
 - ``<root>/megadepth/``: ``{train,test}/Undistorted_SfM/<scene>/images/<name>.jpg``,
   ``{train,test}/phoenix/S6/zl548/MegaDepth_v1/<scene>/dense0/depths/<name>.h5``,
   ``index/scene_info_0.1_0.7/<scene>_<lo>_<hi>.npz`` and ``index/scene_info_val_1500/*.npz``
-  (pickled dicts, SPEC §5.3), ``index/trainvaltest_list/{train,val}_list.txt``.
+  (pickled dicts, docs/original.md#megadepth), ``index/trainvaltest_list/{train,val}_list.txt``.
 
 Conventions used throughout: world frame z-up, metres; camera frame x right, y down, z forward
 (OpenCV); pixel ``(x, y)`` with integer values at pixel centres, so ``K = [[f, 0, cx], [0, f, cy],
@@ -92,9 +92,9 @@ _MIN_SIZES = {
     "test_pairs_per_scene": 1,
 }
 
-# ScanNet: 640x480 frames with the depth intrinsics of the real set (SPEC §5.2: fx = fy = 577.87,
-# cx = 319.5, cy = 239.5); the focal length varies a little per scene (the real file has 14
-# distinct values; these five are made up around 577.87).
+# ScanNet: 640x480 frames with the depth intrinsics of the real set (docs/original.md#scannet: fx =
+# fy = 577.87, cx = 319.5, cy = 239.5); the focal length varies a little per scene (the real file
+# has 14 distinct values; these five are made up around 577.87).
 SCANNET_WIDTH, SCANNET_HEIGHT = 640, 480
 SCANNET_FOCALS = (571.62, 574.54, 577.87, 581.07, 583.52)
 SCANNET_FRAME_STEP = 10  # python SensReader export with frame_skip=10: ids 0, 10, 20, ... unpadded
@@ -1154,7 +1154,8 @@ def _render_scannet_scene(
 
 
 def _write_scannet_frames(folder: Path, scene: _RenderedScene, frames: Sequence[int]) -> None:
-    """Write color/depth/pose files (SPEC §5.2) of the given frame indices of ``scene``."""
+    """Write color/depth/pose files (docs/original.md#scannet) of the given frame indices of
+    ``scene``."""
     for i in frames:
         fid = i * SCANNET_FRAME_STEP
         view = scene.views[i]
@@ -1166,7 +1167,7 @@ def _write_scannet_frames(folder: Path, scene: _RenderedScene, frames: Sequence[
 
 
 def write_scannet(out: Path, seed: int, sizes: Mapping[str, int], progress: bool = False) -> dict:
-    """Render and write a ScanNet-format set (SPEC §5.2, §5.4) into ``out``.
+    """Render and write a ScanNet-format set (docs/original.md#scannet, #test-sets) into ``out``.
 
     Args:
         out: the format folder (``<root>/scannet``), created if needed.
@@ -1286,7 +1287,7 @@ def _render_megadepth_scene(
 
 
 def _megadepth_paths(scene: str, i: int) -> tuple[str, str]:
-    """Relative image and depth paths of frame ``i`` of ``scene`` (SPEC §5.3)."""
+    """Relative image and depth paths of frame ``i`` of ``scene`` (docs/original.md#megadepth)."""
     stem = f"{scene}_{i:04d}"
     image = f"Undistorted_SfM/{scene}/images/{stem}.jpg"
     depth = f"{MEGADEPTH_DEPTH_ROOT.as_posix()}/{scene}/dense0/depths/{stem}.h5"
@@ -1315,7 +1316,8 @@ def _scene_info(
     scene: _RenderedScene,
     pair_infos: list[tuple[tuple[int, int], float, np.ndarray]],
 ) -> dict[str, Any]:
-    """A MegaDepth scene-info dict (SPEC §5.3); slots not used by any pair have None paths."""
+    """A MegaDepth scene-info dict (docs/original.md#megadepth); slots not used by any pair have
+    None paths."""
     n = len(scene.views)
     used = {i for (pair, _, _) in pair_infos for i in pair}
     image_paths = np.empty(n, dtype=object)
@@ -1343,7 +1345,8 @@ def _bin_name(scene: str, lo: float, hi: float) -> str:
 
 
 def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bool = False) -> dict:
-    """Render and write a MegaDepth-format set (SPEC §5.3, §5.4) into ``out``.
+    """Render and write a MegaDepth-format set (docs/original.md#megadepth, #test-sets) into
+    ``out``.
 
     Train scenes go to ``train/`` with one scene-info file per non-empty overlap bin in
     ``index/scene_info_0.1_0.7``; validation/test scenes go to ``test/`` with

@@ -1,4 +1,5 @@
-"""The LightningModule: ground truth, LoFTR, losses and metrics in each step (SPEC §6.1)."""
+"""The LightningModule: ground truth, LoFTR, losses and metrics in each step
+(docs/original.md#lightning-module)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class LoFTRModule(L.LightningModule):
     """Trains and validates `LoFTR` with the original's loop and metrics.
 
     The LR is a function of the optimizer step and the epoch (`lr_at`), set before every
-    optimizer step, so a resumed run follows the same schedule (DESIGN "differs" 1). The
+    optimizer step, so a resumed run follows the same schedule (docs/differences.md#1). The
     checkpoint also carries the RNG states (torch's CPU and CUDA generators, numpy, python), so
     the ground-truth padding draws, made on the model's device, resume exactly.
     A step whose loss or gradients are not finite on any rank is skipped on every rank and
@@ -73,7 +74,8 @@ class LoFTRModule(L.LightningModule):
 
     # ---------------------------------------------------------------- steps
     def _supervised_forward(self, batch: dict[str, Any]) -> None:
-        """Coarse ground truth, matcher, fine ground truth, loss (SPEC §6.1)."""
+        """Coarse ground truth, matcher, fine ground truth, loss
+        (docs/original.md#lightning-module)."""
         compute_supervision_coarse(batch, self.model_cfg)
         self.matcher(batch)
         compute_supervision_fine(batch, self.model_cfg)
@@ -123,7 +125,8 @@ class LoFTRModule(L.LightningModule):
         compute_symmetrical_epipolar_errors(batch)
         compute_pose_errors(batch, self.eval_cfg)
         pairs = collect_pair_metrics(batch)
-        # validation batches hold one pair (SPEC §5.5), so the batch losses are per pair
+        # validation batches hold one pair (docs/original.md#datamodule), so the batch losses are
+        # per pair
         pairs["loss_scalars"] = [{k: float(v) for k, v in batch["loss_scalars"].items()}] * batch[
             "bs"
         ]
@@ -137,7 +140,7 @@ class LoFTRModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Gather per-pair results from every rank, drop the distributed sampler's duplicates,
-        aggregate, and log per validation set and their mean (SPEC §6.1)."""
+        aggregate, and log per validation set and their mean (docs/original.md#lightning-module)."""
         per_set: dict[str, dict[str, float]] = {}
         logged: dict[str, float] = {}
         for index, name in enumerate(self.val_set_names):
@@ -166,7 +169,8 @@ class LoFTRModule(L.LightningModule):
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
     ) -> None:
-        # the warm-up and the schedule as a function of (step, epoch), SPEC §1.8
+        # the warm-up and the schedule as a function of (step, epoch),
+        # docs/original.md#optimizer-schedule
         set_learning_rate(optimizer, lr_at(self.global_step, self.current_epoch, self.optim_cfg))
         finite = True
 
@@ -221,7 +225,7 @@ class LoFTRModule(L.LightningModule):
     # ----------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # every rank's generators: the ground-truth padding draws from torch's on the model's
-        # device, the CPU or the GPU (SPEC §2.5)
+        # device, the CPU or the GPU (docs/original.md#coarse-padding)
         checkpoint["rng_states"] = gather_objects(_rng_states())
         checkpoint["skipped_pairs"] = gather_objects(self.skipped_pairs)
 

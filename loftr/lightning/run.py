@@ -212,7 +212,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module,
             datamodule=datamodule,
             ckpt_path=ckpt_path,
-            weights_only=True,  # a checkpoint cannot run code (DESIGN "differs" 5)
+            weights_only=True,  # a checkpoint cannot run code (docs/differences.md#5)
         )
     except SIGTERMException:
         if last.stopped_by is None:  # not a stop of ours: keep Lightning's meaning

@@ -1,4 +1,5 @@
-"""The learning-rate rule of the original LoFTR as pure functions (SPEC §1.7, §1.8).
+"""The learning-rate rule of the original LoFTR as pure functions
+(docs/original.md#lr-scaling, #optimizer-schedule).
 
 The learning rate and the warm-up length scale linearly with the true batch size (devices x
 nodes x per-device batch x gradient accumulation) relative to the canonical 64; warm-up is
@@ -7,7 +8,7 @@ scheduler (MultiStepLR by default, stepped per epoch) takes over.
 
 The original applies the warm-up in ``optimizer_step`` and lets a chained torch scheduler decay
 whatever lr is current, which breaks on resume. Here the lr is a pure function of
-``(global optimizer step, epoch)`` (DESIGN.md "deliberately differs" 1) that reproduces the
+``(global optimizer step, epoch)`` (docs/differences.md#1) that reproduces the
 original's numbers, its quirks included:
 
 - step 0 of a linear warm-up with ratio 0 has lr 0;
@@ -54,7 +55,7 @@ SCHEDULER_INTERVALS = ("epoch", "step")
 
 
 # --------------------------------------------------------------------------------------------
-# Batch scaling (SPEC §1.7)
+# Batch scaling (docs/original.md#lr-scaling)
 # --------------------------------------------------------------------------------------------
 
 
@@ -72,8 +73,8 @@ def _count_devices(devices: Any) -> int:
     if count < 1:
         raise ConfigError(
             f"hardware.devices={devices!r} does not give a device count; the true batch size "
-            "(and so optim.lr and optim.warmup_steps, SPEC §1.7) needs a positive int or a list "
-            "of device ids."
+            "(and so optim.lr and optim.warmup_steps, docs/original.md#lr-scaling) needs a "
+            "positive int or a list of device ids."
         )
     return count
 
@@ -84,14 +85,17 @@ def _positive_int(name: str, value: Any) -> int:
     except (TypeError, ValueError):
         number = 0
     if number < 1 or number != value:
-        raise ConfigError(f"{name}={value!r} must be a positive integer (SPEC §1.7).")
+        raise ConfigError(
+            f"{name}={value!r} must be a positive integer (docs/original.md#lr-scaling)."
+        )
     return number
 
 
 def true_batch_size(devices: Any, num_nodes: int, batch_size: int, accumulate: int = 1) -> int:
-    """Pairs per optimizer step: devices x nodes x per-device batch x accumulation (SPEC §1.7).
+    """Pairs per optimizer step: devices x nodes x per-device batch x accumulation
+    (docs/original.md#lr-scaling).
 
-    Gradient accumulation counts in the true batch (DESIGN.md "deliberately differs" 6).
+    Gradient accumulation counts in the true batch (docs/differences.md#6).
 
     Args:
         devices: devices per node: an int, a list of ids or a ``"0,1"`` string.
@@ -124,7 +128,8 @@ def _scaling(true_bs: int, canonical_bs: int) -> float:
 
 
 def scaled_learning_rate(canonical_lr: float, true_bs: int, canonical_bs: int = 64) -> float:
-    """``canonical_lr * true_bs / canonical_bs``, computed as the original does (SPEC §1.7).
+    """``canonical_lr * true_bs / canonical_bs``, computed as the original does
+    (docs/original.md#lr-scaling).
 
     Example:
         >>> scaled_learning_rate(6e-3, 4)
@@ -134,7 +139,8 @@ def scaled_learning_rate(canonical_lr: float, true_bs: int, canonical_bs: int = 
 
 
 def scaled_warmup_steps(canonical_warmup_steps: int, true_bs: int, canonical_bs: int = 64) -> int:
-    """``floor(canonical_warmup_steps / scaling)``: the warm-up length in pairs is kept (SPEC §1.7).
+    """``floor(canonical_warmup_steps / scaling)``: the warm-up length in pairs is kept
+    (docs/original.md#lr-scaling).
 
     Example:
         >>> scaled_warmup_steps(4800, 4)
@@ -144,14 +150,14 @@ def scaled_warmup_steps(canonical_warmup_steps: int, true_bs: int, canonical_bs:
 
 
 # --------------------------------------------------------------------------------------------
-# Warm-up and schedulers (SPEC §1.8)
+# Warm-up and schedulers (docs/original.md#optimizer-schedule)
 # --------------------------------------------------------------------------------------------
 
 
 def warmup_lr(
     step: int, lr: float, warmup_steps: int, warmup_ratio: float, warmup_type: str = "linear"
 ) -> float:
-    """The lr of optimizer step ``step`` during the warm-up (SPEC §1.8).
+    """The lr of optimizer step ``step`` during the warm-up (docs/original.md#optimizer-schedule).
 
     ``linear``: ``base + step / warmup_steps * |lr - base|`` with ``base = warmup_ratio * lr``,
     so with ratio 0 the first step (``step = 0``) has lr 0. ``constant``: no warm-up, ``lr``.
@@ -195,12 +201,13 @@ def scheduler_factor(
 ) -> float:
     """The factor by which a torch scheduler scales the lr from counter ``since`` to ``counter``.
 
-    The original's schedulers are torch's chained forms (SPEC §1.2, §1.8): at each scheduler
-    step the current lr is multiplied (MultiStepLR by ``gamma`` per milestone reached,
-    ExponentialLR by ``elr_gamma``, CosineAnnealing by ``(1 + cos(pi c / T)) / (1 + cos(pi (c -
-    1) / T))``, ``eta_min = 0``). This is the product of the updates at counters
-    ``since + 1 .. counter``, in closed form. For CosineAnnealing past ``T`` the chained form
-    restarts from the initial lr; use :func:`lr_at`, which handles that.
+    The original's schedulers are torch's chained forms
+    (docs/original.md#config-defaults, #optimizer-schedule): at each scheduler step the current lr
+    is multiplied (MultiStepLR by ``gamma`` per milestone reached, ExponentialLR by ``elr_gamma``,
+    CosineAnnealing by ``(1 + cos(pi c / T)) / (1 + cos(pi (c - 1) / T))``, ``eta_min = 0``). This
+    is the product of the updates at counters ``since + 1 .. counter``, in closed form. For
+    CosineAnnealing past ``T`` the chained form restarts from the initial lr; use :func:`lr_at`,
+    which handles that.
 
     Args:
         counter: the scheduler's counter (epochs for interval 'epoch', steps for 'step').
@@ -243,8 +250,9 @@ def lr_at(
 
     While ``step < warmup_steps`` (linear warm-up) this is :func:`warmup_lr`. Afterwards it is
     the last warm-up value (``lr`` itself for a constant warm-up or no warm-up steps) times the
-    scheduler's factor for the scheduler steps taken since the warm-up ended (SPEC §1.8); with
-    the default MultiStepLR per epoch, the lr is halved at the start of each milestone epoch.
+    scheduler's factor for the scheduler steps taken since the warm-up ended
+    (docs/original.md#optimizer-schedule); with the default MultiStepLR per epoch, the lr is halved
+    at the start of each milestone epoch.
 
     Args:
         step: global optimizer step (Lightning's ``global_step``), 0-based.
@@ -298,8 +306,8 @@ def lr_at(
 
     counter = epoch if interval == "epoch" else step
     if warming:
-        # SPEC §1.8: the lr keeps the value of the last warm-up step, and every scheduler
-        # update up to that step was overwritten by the warm-up.
+        # docs/original.md#optimizer-schedule: the lr keeps the value of the last warm-up step, and
+        # every scheduler update up to that step was overwritten by the warm-up.
         start = warmup_lr(warmup_steps - 1, lr, warmup_steps, warmup_ratio, warmup_type)
         if interval == "step":
             since = warmup_steps - 1
@@ -331,7 +339,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
     Call it before each optimizer step (the LightningModule's ``optimizer_step`` or
     ``on_before_optimizer_step``); no torch scheduler is needed then, and a resumed run gets the
-    same lr as an uninterrupted one (DESIGN.md "deliberately differs" 1).
+    same lr as an uninterrupted one (docs/differences.md#1).
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -340,7 +348,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def build_optimizer(
     parameters: Iterable[torch.nn.Parameter], optim_cfg: Mapping[str, Any]
 ) -> torch.optim.Optimizer:
-    """The original's optimizer: one group, AdamW or Adam with the configured decay (SPEC §1.8).
+    """The original's optimizer: one group, AdamW or Adam with the configured decay
+    (docs/original.md#optimizer-schedule).
 
     Betas and eps are torch's defaults; weight decay applies to every parameter.
 

@@ -1,4 +1,4 @@
-"""The LoFTR model (SPEC §2)."""
+"""The LoFTR model (docs/original.md#model)."""
 
 from loftr.model.loftr import LoFTR, count_parameters, read_state_dict, strip_prefix
 

@@ -1,4 +1,4 @@
-"""ResNet-FPN backbone (SPEC §2.2) with a fast inference path.
+"""ResNet-FPN backbone (docs/original.md#backbone) with a fast inference path.
 
 The modules, and so the state-dict keys, are kornia's `ResNetFPN_8_2` (the original's layout).
 In training, or whenever autograd records, the forward is kornia's, unchanged. In eval mode
@@ -11,7 +11,8 @@ without autograd it runs the same maths faster:
   coarse map then flattens to `(N, hw, C)` tokens without a copy;
 - activations and residual additions are in place;
 - the fine (1/2-resolution) output branch, `layer1_outconv2`, can be left to `LazyFineMaps`,
-  which computes it only around the fine windows the coarse matches select (SPEC §2.6).
+  which computes it only around the fine windows the coarse matches select
+  (docs/original.md#fine-preprocess).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from loftr.model.fine import MAX_SPARSE_COVERAGE, LazyFineMaps
 
-# nn.LeakyReLU's default slope, used by the FPN output branches (SPEC §2.2)
+# nn.LeakyReLU's default slope, used by the FPN output branches (docs/original.md#backbone)
 LEAKY_SLOPE = 0.01
 
 
@@ -76,7 +77,8 @@ class FoldedConv:
 
 
 class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's class name)
-    """kornia's ResNetFPN_8_2 (SPEC §2.2) with a BatchNorm-folded, channels-last eval path.
+    """kornia's ResNetFPN_8_2 (docs/original.md#backbone) with a BatchNorm-folded, channels-last
+    eval path.
 
     Args:
         config: the `resnetfpn` node: `initial_dim`, `block_dims`.

@@ -1,6 +1,6 @@
 """The one checkpoint reader: train (resume), evaluate and match open files through it.
 
-A file is loaded with `weights_only=True`, so it cannot run code (DESIGN "differs" 5), and every
+A file is loaded with `weights_only=True`, so it cannot run code (docs/differences.md#5), and every
 way it can be unusable is named in one line with its path: missing, empty, truncated, a zip that
 torch did not write, pickled objects the safe loader refuses, or no tensors inside.
 """
@@ -100,6 +100,7 @@ def stored_model_config(content: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop a leading `matcher.` from every key (Lightning checkpoints, SPEC §2.8)."""
+    """Drop a leading `matcher.` from every key (Lightning checkpoints,
+    docs/original.md#state-dict)."""
     n = len(CHECKPOINT_PREFIX)
     return {(k[n:] if k.startswith(CHECKPOINT_PREFIX) else k): v for k, v in state_dict.items()}

@@ -1,4 +1,5 @@
-"""Coarse matching (SPEC §2.5): dual-softmax or log-space Sinkhorn with a learnable dustbin.
+"""Coarse matching (docs/original.md#coarse-matching): dual-softmax or log-space Sinkhorn with a
+learnable dustbin.
 
 Match selection (threshold, border removal on each sample's valid extent, mutual nearest
 neighbour) and the training-time padding with ground-truth matches are kornia's
@@ -22,7 +23,8 @@ from loftr.errors import ConfigError
 def log_optimal_transport(
     scores: torch.Tensor, bin_score: torch.Tensor, iters: int
 ) -> torch.Tensor:
-    """Entropic optimal transport in log space with a dustbin row and column (SPEC §2.5).
+    """Entropic optimal transport in log space with a dustbin row and column
+    (docs/original.md#sinkhorn).
 
     The (L+1) x (S+1) couplings hold `scores` with `bin_score` in the appended row and column.
     The marginals give every real row and column mass 1/(L+S), the dustbin row S/(L+S) and the
@@ -113,9 +115,9 @@ class CoarseMatching(_KorniaCoarseMatching):
                 f"model.match_coarse.train_pad_num_gt_min={self.train_pad_num_gt_min} must be "
                 f"below int(train_coarse_percent x candidates)="
                 f"{self._num_train_matches(data, n_rows, n_cols)} for this input size; lower it "
-                "or train on larger images (SPEC §2.5)"
+                "or train on larger images (docs/original.md#coarse-padding)"
             )
-        # <f0, f1> / C, as sqrt(C) on each side (SPEC §2.5)
+        # <f0, f1> / C, as sqrt(C) on each side (docs/original.md#coarse-matching)
         scale = feat_c0.shape[-1] ** 0.5
         sim = torch.einsum("nlc,nsc->nls", feat_c0 / scale, feat_c1 / scale)
         masks = None
@@ -138,7 +140,8 @@ class CoarseMatching(_KorniaCoarseMatching):
             assign = log_optimal_transport(sim, self.bin_score, self.skh_iters).exp()
             conf_matrix = assign[:, :-1, :-1]
             if not self.training and self.skh_prefilter:
-                # rows (columns) whose best entry is the dustbin cannot match (SPEC §2.5)
+                # rows (columns) whose best entry is the dustbin cannot match
+                # (docs/original.md#sinkhorn)
                 row_to_bin = (assign.argmax(dim=2) == n_cols)[:, :-1]
                 col_to_bin = (assign.argmax(dim=1) == n_rows)[:, :-1]
                 conf_matrix = conf_matrix.masked_fill(row_to_bin[:, :, None], 0.0)

@@ -1,4 +1,5 @@
-"""Fine-level windows (SPEC §2.6), optionally computed only where the coarse matches need them.
+"""Fine-level windows (docs/original.md#fine-preprocess), optionally computed only where the coarse
+matches need them.
 
 `FinePreprocess` crops a `W x W` window (W = 5) of the 1/2-resolution map around every selected
 coarse cell of each image and merges it with the cell's transformed coarse feature. In eval the
@@ -284,7 +285,8 @@ def gather_windows(
 
 
 class FinePreprocess(_KorniaFinePreprocess):
-    """Fine windows merged with their coarse features (SPEC §2.6), kornia's parameters and keys.
+    """Fine windows merged with their coarse features (docs/original.md#fine-preprocess), kornia's
+    parameters and keys.
 
     Accepts the fine maps as tensors or as `LazyFineMaps`. The merge `merge_feat([window,
     down_proj(coarse)])` is computed as `window @ A^T + (down_proj(coarse) @ B^T + bias)` with

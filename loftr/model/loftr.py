@@ -1,4 +1,5 @@
-"""The LoFTR matcher (SPEC §2): backbone, coarse transformer, coarse matching, fine refinement."""
+"""The LoFTR matcher (docs/original.md#model): backbone, coarse transformer, coarse matching, fine
+refinement."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ from loftr.model.variants import (
 class LoFTR(nn.Module):
     """Detector-free matching with transformers, trainable and loadable from any LoFTR checkpoint.
 
-    The modules and their state-dict keys are the original's (SPEC §2.8), so original, kornia and
-    Lightning checkpoints load with or without the `matcher.` prefix, and `kornia.feature.LoFTR`
-    loads this model's `state_dict()` strictly.
+    The modules and their state-dict keys are the original's (docs/original.md#state-dict), so
+    original, kornia and Lightning checkpoints load with or without the `matcher.` prefix, and
+    `kornia.feature.LoFTR` loads this model's `state_dict()` strictly.
 
     In eval mode without autograd (validation, testing, matching) the same maths runs faster:
     BatchNorm folded into a cached copy of the convolutions, channels-last maps, the fine branch
@@ -45,7 +46,8 @@ class LoFTR(nn.Module):
     or any forward autograd records, runs kornia's module code.
 
     Args:
-        config: the `model` node (SPEC §1.2 keys, lower-cased), a DictConfig or a mapping. Two
+        config: the `model` node (docs/original.md#config-defaults keys, lower-cased), a DictConfig
+        or a mapping. Two
             optional keys tune inference only: `fine_windows_only` (default true: the fine
             branch around the selected windows; false: over the whole map) and `compile`
             (default false: `torch.compile` the backbone trunk and both transformers).
@@ -118,7 +120,8 @@ class LoFTR(nn.Module):
                 data[f"mask{side}"] = mask[..., ::stride_c, ::stride_c].bool()
 
         with record_function("loftr/backbone"):
-            if image0.shape == image1.shape:  # one backbone pass for both images (SPEC §2.1)
+            # one backbone pass for both images (docs/original.md#model-flow)
+            if image0.shape == image1.shape:
                 feats_c, feats_f = self._backbone(torch.cat([image0, image1], dim=0))
                 feat_c0, feat_c1 = feats_c.split(data["bs"])
                 feat_f0, feat_f1 = feats_f.split(data["bs"])

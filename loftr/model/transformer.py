@@ -1,11 +1,12 @@
-"""The LoFTR transformer (SPEC §2.4): kornia's layers, a mask-safe full attention, a fast eval path.
+"""The LoFTR transformer (docs/original.md#transformer): kornia's layers, a mask-safe full
+attention, a fast eval path.
 
 The layers are kornia's `LoFTREncoderLayer`s, so parameters and state-dict keys are the
 original's. Training (or any forward that autograd records) runs kornia's layer code. Eval without
 autograd runs the same maths with less work:
 
 - a 'self' layer transforms both images in one batch when their token counts agree (the layer's
-  weights are shared, SPEC §2.4, and every operation is per sample);
+  weights are shared, docs/original.md#transformer, and every operation is per sample);
 - many short sequences (the M fine windows) go through all layers a cache-sized group at a
   time, samples being independent;
 - the q, k, v projections of a self layer are one matrix product (k, v of a cross layer another),
@@ -28,7 +29,7 @@ from kornia.feature.loftr.loftr_module.transformer import (
 from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 from torch import nn
 
-# SPEC §2.4: Z = 1 / (phi(Q) . sum_s phi(K_s) + eps)
+# docs/original.md#transformer: Z = 1 / (phi(Q) . sum_s phi(K_s) + eps)
 LINEAR_ATTENTION_EPS = 1e-6
 # Tokens per group when many short sequences (the fine windows) go through the layers: small
 # enough that a group's activations stay in cache through all layers (and below glibc's 32 MB
@@ -40,7 +41,7 @@ class MaskedFullAttention(nn.Module):
     """Softmax attention over the source axis through `scaled_dot_product_attention`.
 
     Pairs where the query or the key is padded get the dtype's lowest finite score instead of
-    -inf (DESIGN "differs" 3): a padded query row then stays finite in fp16/bf16 instead of
+    -inf (docs/differences.md#3): a padded query row then stays finite in fp16/bf16 instead of
     turning into NaN, and valid queries never attend to padded keys.
     """
 
@@ -82,7 +83,7 @@ def linear_attention(
     kv_mask: torch.Tensor | None = None,
     eps: float = LINEAR_ATTENTION_EPS,
 ) -> torch.Tensor:
-    """Linear attention with phi(u) = elu(u) + 1, per head (SPEC §2.4).
+    """Linear attention with phi(u) = elu(u) + 1, per head (docs/original.md#transformer).
 
     `out = phi(Q) (phi(K)^T V/S) / (phi(Q) . sum_s phi(K_s) + eps) * S`, with padded queries
     (`q_mask` False) giving 0 and padded keys and values (`kv_mask` False) left out.
@@ -126,7 +127,8 @@ def linear_attention(
 
 
 class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
-    """Self/cross attention layers, the cross update of feat1 reading the updated feat0 (SPEC §2.4).
+    """Self/cross attention layers, the cross update of feat1 reading the updated feat0
+    (docs/original.md#transformer).
 
     kornia's layers compute the original's maths and state-dict layout; `attention: full` uses
     `MaskedFullAttention`, which has no parameters, so checkpoints are unaffected. In eval
@@ -235,7 +237,8 @@ def _fast_layer(
     x_mask: torch.Tensor | None,
     source_mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """One encoder layer, `x + norm2(mlp([x, norm1(merge(attention))]))` (SPEC §2.4).
+    """One encoder layer, `x + norm2(mlp([x, norm1(merge(attention))]))`
+    (docs/original.md#transformer).
 
     Args:
         layer: the kornia layer holding the parameters.

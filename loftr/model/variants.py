@@ -1,15 +1,18 @@
-"""The paper's ablation variants of LoFTR (SPEC §7.4, Table 6), selected by `model` keys.
+"""The paper's ablation variants of LoFTR (docs/original.md#ablation, Table 6), selected by `model`
+keys.
 
 Three optional keys of the `model` node pick a variant; when absent the paper model is built, so
 original, kornia and our own checkpoints need none of them:
 
-- `model.coarse.layer_type`, `model.fine.layer_type`: `transformer` (the LoFTR module, SPEC
-  §2.4) or `conv`: one residual convolution block per entry of `layer_names`, each image on its
+- `model.coarse.layer_type`, `model.fine.layer_type`: `transformer` (the LoFTR module,
+docs/original.md#transformer) or `conv`: one residual convolution block per entry of `layer_names`,
+each image on its
   own. A block has exactly the parameters of a LoFTR encoder layer (10 C^2 + 4 C), which is
   the "comparable parameter count" of Table 6, row 1.
 - `model.coarse.pos_encoding`: `input` (the paper model: the sine encoding is added once to the
-  backbone's coarse map, SPEC §2.3) or `every_layer` (DETR-style, Table 6 row 3: the encoding
-  is added to the queries and keys of every coarse layer, and not to the features).
+  backbone's coarse map, docs/original.md#position-encoding) or `every_layer` (DETR-style, Table 6
+  row 3: the encoding is added to the queries and keys of every coarse layer, and not to the
+  features).
 
 The other Table 6 rows need no code: `model.resolution: [16, 4]` (row 2) and longer
 `layer_names` (row 4, Nc = 8, Nf = 2) are plain config (conf/model/loftr_*.yaml).
@@ -44,7 +47,8 @@ def validate_variant_config(config: Mapping[str, Any]) -> None:
     """Raise ConfigError, naming the key, for an unknown or impossible variant setting.
 
     Args:
-        config: the `model` node as a plain mapping (SPEC §1.2 keys, lower-cased).
+        config: the `model` node as a plain mapping (docs/original.md#config-defaults keys,
+        lower-cased).
     """
     for level in ("coarse", "fine"):
         layer_type = config[level].get("layer_type", "transformer")
@@ -72,11 +76,11 @@ def variant_name(config: Mapping[str, Any]) -> str:
 
 
 def build_position_encoding(config: Mapping[str, Any]) -> nn.Module:
-    """The encoding added once to the coarse backbone map (SPEC §2.3), or an identity when the
-    coarse layers add it themselves (`model.coarse.pos_encoding: every_layer`).
+    """The encoding added once to the coarse backbone map (docs/original.md#position-encoding), or
+    an identity when the coarse layers add it themselves (`model.coarse.pos_encoding: every_layer`).
 
-    The sine encoding grows past 256 x 256 coarse cells when an input needs it (DESIGN
-    "differs" 4); its buffer is not persistent, so neither choice changes the state dict.
+    The sine encoding grows past 256 x 256 coarse cells when an input needs it
+    (docs/differences.md#4); its buffer is not persistent, so neither choice changes the state dict.
     """
     validate_variant_config(config)
     if config["coarse"].get("pos_encoding", "input") == "every_layer":
@@ -89,9 +93,9 @@ def build_position_encoding(config: Mapping[str, Any]) -> nn.Module:
 def build_feature_transform(config: Mapping[str, Any], level: str) -> nn.Module:
     """The module that transforms the `level` ("coarse" or "fine") features of both images.
 
-    Returns the LoFTR transformer (SPEC §2.4) for the paper model, `ConvFeatureStack` for
-    `layer_type: conv`, and `EveryLayerPositionTransformer` for the coarse level with
-    `pos_encoding: every_layer`. All take `(feat0, feat1, mask0, mask1)` token sequences
+    Returns the LoFTR transformer (docs/original.md#transformer) for the paper model,
+    `ConvFeatureStack` for `layer_type: conv`, and `EveryLayerPositionTransformer` for the coarse
+    level with `pos_encoding: every_layer`. All take `(feat0, feat1, mask0, mask1)` token sequences
     `(N, L, C)`, `(N, S, C)` and return the transformed pair; those with `takes_shapes = True`
     also need the maps' `(h, w)` as `hw0=`, `hw1=` (see `shape_kwargs`).
     """
@@ -123,9 +127,9 @@ class ConvBlock(nn.Module):
     """`x + norm2(conv1x1(relu(norm1(conv3x3(x)))))` on one image's `(N, C, h, w)` map.
 
     Parameters: 9 C^2 (3x3) + C^2 (1x1) + 4 C (two LayerNorms) = 10 C^2 + 4 C, exactly those of a
-    LoFTR encoder layer (4 C^2 projections + 6 C^2 MLP + 4 C norms, SPEC §2.4). Padded cells
-    (mask False) are zeroed before the 3x3 convolution, so they never reach valid cells, as
-    masked keys never reach valid queries in attention.
+    LoFTR encoder layer (4 C^2 projections + 6 C^2 MLP + 4 C norms, docs/original.md#transformer).
+    Padded cells (mask False) are zeroed before the 3x3 convolution, so they never reach valid
+    cells, as masked keys never reach valid queries in attention.
     """
 
     def __init__(self, d_model: int) -> None:
@@ -145,8 +149,8 @@ class ConvBlock(nn.Module):
 class ConvFeatureStack(nn.Module):
     """One `ConvBlock` per entry of `layer_names`, shared by both images, no cross-image step.
 
-    The Table 6 row-1 ablation (SPEC §7.4): the same parameter count as the LoFTR module it
-    replaces, but a local receptive field and no attention between the two images.
+    The Table 6 row-1 ablation (docs/original.md#ablation): the same parameter count as the LoFTR
+    module it replaces, but a local receptive field and no attention between the two images.
 
     Args:
         config: the level's node (`d_model`, `layer_names`); `self`/`cross` only count blocks.
@@ -158,7 +162,8 @@ class ConvFeatureStack(nn.Module):
         super().__init__()
         self.d_model = int(config["d_model"])
         self.layers = nn.ModuleList(ConvBlock(self.d_model) for _ in config["layer_names"])
-        for p in self.parameters():  # the transformer's initialisation (SPEC §2.4)
+        # the transformer's initialisation (docs/original.md#transformer)
+        for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
@@ -238,7 +243,8 @@ def _attend_with_positions(
     x_mask: torch.Tensor | None,
     source_mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """A LoFTR encoder layer (SPEC §2.4) whose queries and keys carry the positions.
+    """A LoFTR encoder layer (docs/original.md#transformer) whose queries and keys carry the
+    positions.
 
     Queries read `x + x_pos`, keys `source + source_pos`, values `source`; the MLP and the
     residual read `x` without positions, as in DETR's encoder. Same weights as the layer.
@@ -256,8 +262,9 @@ def _attend_with_positions(
 class EveryLayerPositionTransformer(LocalFeatureTransformer):
     """The coarse LoFTR module with the sine encoding in every layer's queries and keys.
 
-    Table 6 row 3 (SPEC §7.4); the paper model adds the encoding once, to the backbone output
-    (SPEC §2.3). Parameters and state-dict keys are those of the paper's coarse transformer.
+    Table 6 row 3 (docs/original.md#ablation); the paper model adds the encoding once, to the
+    backbone output (docs/original.md#position-encoding). Parameters and state-dict keys are those
+    of the paper's coarse transformer.
 
     Args:
         config: the coarse node (`d_model`, `nhead`, `layer_names`, `attention`,
@@ -285,7 +292,7 @@ class EveryLayerPositionTransformer(LocalFeatureTransformer):
         hw1: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Self and cross layers as in the paper model, feat1's cross update reading the updated
-        feat0 (SPEC §2.4), with positions in every query and key.
+        feat0 (docs/original.md#transformer), with positions in every query and key.
 
         Args:
             feat0: `(N, L, C)` coarse tokens of image 0, without positional encoding.

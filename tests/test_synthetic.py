@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from loftr.data import synthetic as syn
+from loftr.data.synthetic import __main__ as synthetic_cli
 from loftr.errors import ConfigError, DataError
 
 TINY_SCANNET = {
@@ -604,7 +605,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(
     reference = scannet_root if fmt == "scannet" else megadepth_root
     sizes = TINY_SCANNET if fmt == "scannet" else TINY_MEGADEPTH
     # the fixture rendered on RENDER_THREADS threads; one thread gives the same bytes
-    monkeypatch.setattr(syn, "RENDER_THREADS", 1 if syn.RENDER_THREADS > 1 else 2)
+    monkeypatch.setattr(syn.writers, "RENDER_THREADS", 1 if syn.writers.RENDER_THREADS > 1 else 2)
     again = syn.ensure_synthetic(tmp_path / "again", fmt, seed=0, **sizes)
     other = syn.ensure_synthetic(tmp_path / "other", fmt, seed=1, **sizes)
     ref_hashes = tree_hashes(reference)
@@ -628,7 +629,7 @@ def fake_writer(calls: list):
 
 def test_ensure_synthetic_reuses_a_matching_set_and_replaces_a_stale_one(tmp_path, monkeypatch):
     calls: list = []
-    monkeypatch.setattr(syn, "write_scannet", fake_writer(calls))
+    monkeypatch.setattr(syn.cache, "write_scannet", fake_writer(calls))
     path = syn.ensure_synthetic(tmp_path, "scannet", seed=3, train_scenes=2)
     assert path == tmp_path / "scannet" and (path / "marker.txt").read_text() == "seed 3\n"
     manifest = syn.read_manifest(path)
@@ -652,14 +653,14 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
         (out / "train" / "half.jpg").write_bytes(b"...")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn, "write_megadepth", broken)
+    monkeypatch.setattr(syn.cache, "write_megadepth", broken)
     with pytest.raises(KeyboardInterrupt):
         syn.ensure_synthetic(tmp_path, "megadepth")
     assert list(tmp_path.iterdir()) == []
     # a previous complete set survives a failed regeneration with other settings
-    monkeypatch.setattr(syn, "write_megadepth", fake_writer([]))
+    monkeypatch.setattr(syn.cache, "write_megadepth", fake_writer([]))
     path = syn.ensure_synthetic(tmp_path, "megadepth", seed=0)
-    monkeypatch.setattr(syn, "write_megadepth", broken)
+    monkeypatch.setattr(syn.cache, "write_megadepth", broken)
     with pytest.raises(KeyboardInterrupt):
         syn.ensure_synthetic(tmp_path, "megadepth", seed=1)
     assert syn.read_manifest(path)["seed"] == 0
@@ -721,7 +722,7 @@ def test_cli_help_lists_the_options():
 
 
 def test_cli_reports_bad_sizes_without_a_traceback(tmp_path, capsys):
-    assert syn.main(["--root", str(tmp_path), "--frames-per-scene", "1"]) == 2
+    assert synthetic_cli.main(["--root", str(tmp_path), "--frames-per-scene", "1"]) == 2
     assert "frames_per_scene=1 must be an integer >= 2" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from loftr.model.variants import parameter_counts, variant_name
+from loftr.model import parameter_counts
+from loftr.model.config import variant_name
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PARTS = ("backbone", "loftr_coarse", "fine_preprocess", "loftr_fine", "total")

@@ -16,7 +16,7 @@ from test_data_helpers import write_megadepth_dataset, write_scannet_dataset, wr
 from torch.utils.data import DistributedSampler
 
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.data.setup import LAYOUT
+from loftr.data.layout import LAYOUT
 from loftr.errors import ConfigError, DataError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -19,7 +19,8 @@ from test_data_helpers import (
     write_scannet_scene,
 )
 
-from loftr.data.setup import main, setup_hint, verify_layout
+from loftr.data.layout import setup_hint
+from loftr.data.setup import main, verify_layout
 
 
 def _tar(folder: Path, archive: Path) -> Path:

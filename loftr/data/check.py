@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loftr.data.io import read_list
-from loftr.data.setup import ASSETS, LAYOUT
+from loftr.data.layout import ASSETS, LAYOUT
 from loftr.errors import DataError
 
 #: OpenCV decodes and numpy parses outside the GIL, so threads speed a check up.

@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from loftr.data.io import check_dir, read_list
+from loftr.data.layout import setup_hint
 from loftr.data.sampler import RandomConcatSampler, get_local_split
-from loftr.data.setup import setup_hint
 from loftr.data.skipping import SkipBrokenPairs
 from loftr.errors import ConfigError, DataError
 

@@ -30,7 +30,7 @@ from loftr.data.io import (
     read_gray,
     read_megadepth_depth,
 )
-from loftr.data.setup import setup_hint
+from loftr.data.layout import setup_hint
 from loftr.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")

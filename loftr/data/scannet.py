@@ -29,7 +29,7 @@ from loftr.data.io import (
     read_pose,
     read_scannet_depth,
 )
-from loftr.data.setup import setup_hint
+from loftr.data.layout import setup_hint
 from loftr.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")

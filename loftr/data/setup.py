@@ -25,7 +25,8 @@ train and test share the data (TRAINING.md). ``--assets`` is the original reposi
 ``assets/`` folder, which holds the ScanNet-1500 and MegaDepth-1500 test indices; they are linked
 into ``assets/`` beside ``--data-dir`` (the paths of docs/original.md#data-configs).
 
-This module also provides :func:`setup_hint`, the set-up step quoted by every "missing" error.
+The paths it makes and the set-up step each "missing" error quotes are in
+:mod:`loftr.data.layout`; this module is the command only.
 """
 
 from __future__ import annotations
@@ -39,117 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# What the python -m loftr.data.setup command takes for each part.
-_STEPS = {
-    "scannet_train": (
-        "link the python-exported ScanNet train scenes: ln -s /path/to/scannet_train/* {path} "
-        "(TRAINING.md; or python -m loftr.data.setup scannet --train /path/to/scannet_train)"
-    ),
-    "scannet_test": (
-        "link the ScanNet test scenes: ln -s /path/to/scannet_test/* {path} (TRAINING.md; or "
-        "tar xf testdata/scannet_test_1500.tar, or python -m loftr.data.setup scannet "
-        "--test /path/to/scannet_test)"
-    ),
-    "scannet_index": (
-        "extract scannet_indices.tar (tar xf train-data/scannet_indices.tar) and "
-        "ln -s /path/to/scannet_indices/* {path} (TRAINING.md; or python -m loftr.data.setup "
-        "scannet --indices scannet_indices.tar)"
-    ),
-    "scannet_test_index": (
-        "copy assets/scannet_test_1500 (test.npz, intrinsics.npz, scannet_test.txt) from the "
-        "original LoFTR repository to {path} (or python -m loftr.data.setup scannet "
-        "--assets /path/to/LoFTR/assets)"
-    ),
-    "megadepth_root": (
-        "link MegaDepth's phoenix/ and Undistorted_SfM/ folders: ln -s /path/to/megadepth/phoenix "
-        "/path/to/megadepth/Undistorted_SfM {path}/ (TRAINING.md, docs/original.md#data-layout; "
-        "or python -m loftr.data.setup megadepth --train /path/to/megadepth)"
-    ),
-    "megadepth_index": (
-        "extract megadepth_indices.tar (tar xf train-data/megadepth_indices.tar) and "
-        "ln -s /path/to/megadepth_indices/* {path} (TRAINING.md; or python -m loftr.data.setup "
-        "megadepth --indices megadepth_indices.tar)"
-    ),
-    "megadepth_test_index": (
-        "copy assets/megadepth_test_1500_scene_info from the original LoFTR repository to {path} "
-        "(or python -m loftr.data.setup megadepth --assets /path/to/LoFTR/assets)"
-    ),
-}
+from loftr.data.layout import ASSETS, LAYOUT, setup_hint
 
-_SYNTHETIC = (
-    "the synthetic set is generated on first use by loftr.data.synthetic.ensure_synthetic "
-    "(LoFTRDataModule.prepare_data, or python -m loftr.train); delete {path} and rerun to "
-    "regenerate it"
-)
-
-
-def setup_hint(part: str, path: str | os.PathLike | None = None) -> str:
-    """The set-up step that makes ``part`` of the layout, mentioning ``path``.
-
-    Args:
-        part: one of ``scannet_train``, ``scannet_test``, ``scannet_index``,
-            ``scannet_test_index``, ``megadepth_root``, ``megadepth_index``,
-            ``megadepth_test_index``.
-        path: the path the step should create (shown in the message); a path under a
-            ``synthetic`` folder gets the synthetic generator's step instead.
-
-    Returns:
-        A one-line instruction.
-    """
-    shown = str(path) if path is not None else f"data/{part.split('_')[0]}/..."
-    if path is not None and "synthetic" in Path(path).parts:
-        return _SYNTHETIC.format(path=shown)
-    if path is not None and part in ("scannet_index", "megadepth_index"):
-        shown = str(_index_root(Path(path)))
-    return _STEPS[part].format(path=shown)
-
-
-def _index_root(path: Path) -> Path:
-    """The folder the index archive's contents are linked into, from a path inside it.
-
-    ``data/scannet/index/scene_data/train_list`` -> ``data/scannet/index``;
-    ``data/megadepth/index/scene_info_0.1_0.7`` -> ``data/megadepth/index``.
-    """
-    for candidate in (path, *path.parents):
-        name = candidate.name
-        if name in ("scene_data", "trainvaltest_list") or name.startswith("scene_info_"):
-            return candidate.parent
-    return path
-
-
-# --- the layout (docs/original.md#data-configs, #data-layout): paths relative to the data folder or
-# the assets folder -----
-
-LAYOUT = {
-    "scannet": {
-        "train_root": "scannet/train",
-        "test_root": "scannet/test",
-        "index": "scannet/index",
-        "train_npz_root": "scannet/index/scene_data/train",
-        "train_list": "scannet/index/scene_data/train_list/scannet_all.txt",
-        "train_intrinsics": "scannet/index/intrinsics.npz",
-    },
-    "megadepth": {
-        "train_root": "megadepth/train",
-        "test_root": "megadepth/test",
-        "index": "megadepth/index",
-        "train_npz_root": "megadepth/index/scene_info_0.1_0.7",
-        "train_list": "megadepth/index/trainvaltest_list/train_list.txt",
-        "val_npz_root": "megadepth/index/scene_info_val_1500",
-        "val_list": "megadepth/index/trainvaltest_list/val_list.txt",
-    },
-}
-ASSETS = {
-    "scannet": {
-        "folder": "scannet_test_1500",
-        "list": "scannet_test_1500/scannet_test.txt",
-        "intrinsics": "scannet_test_1500/intrinsics.npz",
-    },
-    "megadepth": {
-        "folder": "megadepth_test_1500_scene_info",
-        "list": "megadepth_test_1500_scene_info/megadepth_test_1500.txt",
-    },
-}
 # What identifies the top folder of an extracted archive.
 _INDEX_MARKERS = {
     "scannet": ("scene_data",),

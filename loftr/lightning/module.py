@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from loftr.config import model_config
 from loftr.data.skipping import SKIPPED_KEY
 from loftr.errors import DataError, NonFiniteError
 from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
@@ -25,6 +24,7 @@ from loftr.metrics import (
     compute_symmetrical_epipolar_errors,
 )
 from loftr.model import LoFTR, count_parameters, strip_prefix
+from loftr.model.config import model_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.profiler import record_function
 
-from loftr.config import checkpoint_model, model_config
 from loftr.errors import CheckpointError
 from loftr.model.backbone import ResNetFPN_8_2, backbone_trunk, build_backbone
 from loftr.model.checkpoint import (
@@ -24,6 +23,7 @@ from loftr.model.checkpoint import (
     strip_prefix,
 )
 from loftr.model.coarse_matching import CoarseMatching
+from loftr.model.config import checkpoint_model, model_config
 from loftr.model.fine import FinePreprocess, LazyFineMaps
 from loftr.model.variants import (
     build_feature_transform,
@@ -251,7 +251,7 @@ class LoFTR(nn.Module):
             path: the checkpoint file.
             model: the composed `model` node, for files without a stored config and for the
                 values of the command line's `model.*` overrides.
-            overrides: the command line's overrides (`loftr.config.checkpoint_model`).
+            overrides: the command line's overrides (`loftr.model.config.checkpoint_model`).
             use_stored_config: build the model a checkpoint of ours stores (`model_from_ckpt`).
         """
         content = read_checkpoint(path)
@@ -275,4 +275,21 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["LoFTR", "count_parameters", "read_state_dict", "strip_prefix"]
+def parameter_counts(config: Mapping[str, Any]) -> dict[str, int]:
+    """Trainable parameters of the model built from `config`, per top-level part and in total.
+
+    Args:
+        config: a `model` node (DictConfig or mapping).
+
+    Returns:
+        `{"backbone": ..., "loftr_coarse": ..., "coarse_matching": ..., "fine_preprocess": ...,
+        "loftr_fine": ..., "total": ...}`.
+    """
+    model = LoFTR(config)
+    counts = {name: count_parameters(child) for name, child in model.named_children()}
+    counts = {k: v for k, v in counts.items() if k not in ("pos_encoding", "fine_matching")}
+    counts["total"] = count_parameters(model)
+    return counts
+
+
+__all__ = ["LoFTR", "count_parameters", "parameter_counts", "read_state_dict", "strip_prefix"]

@@ -17,6 +17,7 @@ each image on its
 The other Table 6 rows need no code: `model.resolution: [16, 4]` (row 2) and longer
 `layer_names` (row 4, Nc = 8, Nf = 2) are plain config (conf/model/loftr_*.yaml).
 `model.variant` names the variant for tables and dashboards; it does not change the model.
+The keys are checked in `loftr.model.config`; `loftr.model.parameter_counts` counts a variant.
 
 Example:
     >>> from loftr.model import LoFTR
@@ -36,43 +37,8 @@ import torch.nn.functional as F
 from kornia.feature.loftr.utils.position_encoding import PositionEncodingSine
 from torch import nn
 
-from loftr.errors import ConfigError
+from loftr.model.config import validate_variant_config
 from loftr.model.transformer import LocalFeatureTransformer
-
-LAYER_TYPES = ("transformer", "conv")
-POS_ENCODINGS = ("input", "every_layer")
-
-
-def validate_variant_config(config: Mapping[str, Any]) -> None:
-    """Raise ConfigError, naming the key, for an unknown or impossible variant setting.
-
-    Args:
-        config: the `model` node as a plain mapping (docs/original.md#config-defaults keys,
-        lower-cased).
-    """
-    for level in ("coarse", "fine"):
-        layer_type = config[level].get("layer_type", "transformer")
-        if layer_type not in LAYER_TYPES:
-            raise ConfigError(
-                f"model.{level}.layer_type={layer_type!r} is not supported; use one of "
-                f"{list(LAYER_TYPES)}"
-            )
-    pos_encoding = config["coarse"].get("pos_encoding", "input")
-    if pos_encoding not in POS_ENCODINGS:
-        raise ConfigError(
-            f"model.coarse.pos_encoding={pos_encoding!r} is not supported; use one of "
-            f"{list(POS_ENCODINGS)}"
-        )
-    if pos_encoding == "every_layer" and config["coarse"].get("layer_type") == "conv":
-        raise ConfigError(
-            "model.coarse.pos_encoding=every_layer adds the encoding to attention queries and "
-            "keys; it needs model.coarse.layer_type=transformer, not conv"
-        )
-
-
-def variant_name(config: Mapping[str, Any]) -> str:
-    """`model.variant` when set, else `full` (the paper model)."""
-    return str(config.get("variant") or "full")
 
 
 def build_position_encoding(config: Mapping[str, Any]) -> nn.Module:
@@ -316,27 +282,3 @@ class EveryLayerPositionTransformer(LocalFeatureTransformer):
                 feat0 = _attend_with_positions(layer, feat0, feat1, pos0, pos1, mask0, mask1)
                 feat1 = _attend_with_positions(layer, feat1, feat0, pos1, pos0, mask1, mask0)
         return feat0, feat1
-
-
-# --------------------------------------------------------------------------------------------
-# Parameter counts of the conf/model variants
-# --------------------------------------------------------------------------------------------
-
-
-def parameter_counts(config: Mapping[str, Any]) -> dict[str, int]:
-    """Trainable parameters of the model built from `config`, per top-level part and in total.
-
-    Args:
-        config: a `model` node (DictConfig or mapping).
-
-    Returns:
-        `{"backbone": ..., "loftr_coarse": ..., "coarse_matching": ..., "fine_preprocess": ...,
-        "loftr_fine": ..., "total": ...}`.
-    """
-    from loftr.model.loftr import LoFTR, count_parameters  # loftr.py imports this module
-
-    model = LoFTR(config)
-    counts = {name: count_parameters(child) for name, child in model.named_children()}
-    counts = {k: v for k, v in counts.items() if k not in ("pos_encoding", "fine_matching")}
-    counts["total"] = count_parameters(model)
-    return counts

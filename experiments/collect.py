@@ -4,7 +4,7 @@ Reads every run under the given directories (a directory with a `metrics.json`, 
 runs, sweep jobs and `loftr.evaluate` write them) and writes `results.md` and `results.csv`: one
 row per variant and validation (or test) set with our AUC@5/10/20, the paper's numbers that fit
 the run (experiments/paper_numbers.yaml) and the row's evaluation protocol
-(`loftr.metrics.Protocol`). Rows are grouped by protocol, and a comparison never mixes two
+(`loftr.protocol.Protocol`). Rows are grouped by protocol, and a comparison never mixes two
 protocols (docs/differences.md#7): each group is its own table. Whether the paper's
 number was made with the same protocol is said in every row. When W&B is online (logged in, or
 WANDB_MODE=online) the tables are also logged to a `collect` run.
@@ -29,7 +29,7 @@ import yaml
 
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import ConfigError, DataError
-from loftr.metrics import Protocol, check_comparable, hash_index
+from loftr.protocol import Protocol, check_comparable, hash_index
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 THRESHOLDS = (5, 10, 20)
@@ -411,7 +411,7 @@ def comparison_table(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
 
     Raises:
         ConfigError: two rows were made with different protocols (naming the fields), since
-            their numbers cannot be compared (`loftr.metrics.check_comparable`).
+            their numbers cannot be compared (`loftr.protocol.check_comparable`).
     """
     for row in rows[1:]:
         try:

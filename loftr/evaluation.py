@@ -23,14 +23,13 @@ from loftr.config import validate_evaluate_config
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.checkpoints import atomic_write
 from loftr.metrics import (
-    Protocol,
     aggregate_metrics,
     collect_pair_metrics,
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
-    hash_index,
 )
 from loftr.model import LoFTR
+from loftr.protocol import Protocol, hash_index
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")

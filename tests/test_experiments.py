@@ -21,11 +21,11 @@ from experiments import collect as collector
 from experiments import dashboard
 from experiments.parameters import parameter_table
 from loftr.errors import ConfigError, DataError
-from loftr.metrics import Protocol, hash_index
 from loftr.model import LoFTR, count_parameters, parameter_counts
 from loftr.model.config import model_config
 from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import ConvBlock, ConvFeatureStack, EveryLayerPositionTransformer
+from loftr.protocol import Protocol, hash_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -14,19 +14,17 @@ from kornia.metrics import auc_from_errors
 from loftr.errors import ConfigError
 from loftr.metrics import (
     ESTIMATORS,
-    Protocol,
     aggregate_metrics,
-    check_comparable,
     collect_pair_metrics,
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
     epidist_prec,
     error_auc,
     estimate_pose,
-    hash_index,
     relative_pose_error,
     symmetric_epipolar_distance,
 )
+from loftr.protocol import Protocol, check_comparable, hash_index
 
 K_SIMPLE = torch.tensor(
     [[100.0, 0.0, 50.0], [0.0, 100.0, 40.0], [0.0, 0.0, 1.0]], dtype=torch.float64

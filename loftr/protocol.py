@@ -1,0 +1,135 @@
+"""How a set of numbers was made: the test set (by its index files' hash), the input size, the
+pose estimator and its settings. Numbers of different protocols are never compared
+(docs/differences.md#7); evaluation, validation and the results collector share this one
+definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loftr.errors import ConfigError
+from loftr.metrics import ESTIMATORS
+
+__all__ = ["Protocol", "check_comparable", "hash_index"]
+
+
+def hash_index(paths: str | Path | Iterable[str | Path], length: int = 12) -> str:
+    """A short sha256 of a test set's index files (their names and bytes, in sorted order).
+
+    Args:
+        paths: one index file, a folder (all files under it) or several of either.
+        length: number of hex digits kept.
+
+    Returns:
+        The hex digest prefix, identical for identical index contents.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"Test-set index {path} does not exist; cannot hash it.")
+    digest = hashlib.sha256()
+    for file in sorted(files):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:length]
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a set of numbers was made (docs/differences.md#7).
+
+    Numbers with different protocols must not be compared: :func:`check_comparable`.
+
+    Attributes:
+        test_set: the test set's name, e.g. ``"scannet_test_1500"``.
+        index_hash: :func:`hash_index` of its index files.
+        resize: the network input size: the longer side for MegaDepth (e.g. 840, 1200), or
+            ``(width, height)`` for ScanNet (``(640, 480)``).
+        estimator: one of :data:`ESTIMATORS` (``"RANSAC"`` is the paper protocol).
+        ransac_pixel_thr: inlier threshold in pixels (0.5).
+        ransac_conf: RANSAC confidence (0.99999).
+        border_rm: coarse border removal at test time (0 for the ScanNet paper numbers,
+            docs/original.md#model-configs).
+    """
+
+    test_set: str
+    index_hash: str
+    resize: int | tuple[int, int] | None
+    estimator: str = "RANSAC"
+    ransac_pixel_thr: float = 0.5
+    ransac_conf: float = 0.99999
+    border_rm: int = 2
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"Protocol estimator {self.estimator!r} is unknown; choose one of "
+                f"{sorted(ESTIMATORS)}."
+            )
+        if isinstance(self.resize, list):  # from YAML / JSON
+            object.__setattr__(self, "resize", tuple(self.resize))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-ready dict of the fields (``resize`` tuples become lists)."""
+        out = dataclasses.asdict(self)
+        if isinstance(out["resize"], tuple):
+            out["resize"] = list(out["resize"])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Protocol:
+        """The inverse of :meth:`to_dict`; unknown keys are a ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"Unknown protocol field(s) {unknown}; expected {sorted(names)}.")
+        return cls(**dict(values))
+
+    def key(self) -> str:
+        """A stable, readable string naming the protocol (equal protocols, equal keys).
+
+        Example:
+            >>> Protocol("scannet_test_1500", "ab12", (640, 480), border_rm=0).key()
+            'scannet_test_1500@ab12|resize=640x480|RANSAC|thr=0.5px|conf=0.99999|border_rm=0'
+        """
+        if isinstance(self.resize, tuple):
+            resize = "x".join(str(v) for v in self.resize)
+        else:
+            resize = str(self.resize)
+        return (
+            f"{self.test_set}@{self.index_hash}|resize={resize}|{self.estimator}"
+            f"|thr={self.ransac_pixel_thr:g}px|conf={self.ransac_conf:g}|border_rm={self.border_rm}"
+        )
+
+
+def check_comparable(protocol_a: Protocol, protocol_b: Protocol) -> None:
+    """Raise unless two sets of numbers were made with the same protocol.
+
+    Args:
+        protocol_a: the protocol of the first numbers.
+        protocol_b: the protocol of the second numbers.
+
+    Raises:
+        ConfigError: naming every differing field with both values.
+    """
+    a, b = protocol_a.to_dict(), protocol_b.to_dict()
+    differing = [f"{name}: {a[name]!r} != {b[name]!r}" for name in a if a[name] != b[name]]
+    if differing:
+        raise ConfigError(
+            "Numbers made with different evaluation protocols cannot be compared; differing "
+            "field(s): " + "; ".join(differing)
+        )

@@ -8,7 +8,11 @@ The datasets, the DataModule and the pre-flight check read the paths from here a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+# A ScanNet scene folder: scene<4 digits>_<2 digits>.
+SCANNET_SCENE = re.compile(r"^scene\d{4}_\d{2}$")
 
 # What the python -m loftr.data.setup command takes for each part.
 _STEPS = {

@@ -33,53 +33,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from loftr.data.layout import ASSETS, LAYOUT, setup_hint
+from loftr.data.layout import ASSETS, LAYOUT, SCANNET_SCENE
+from loftr.data.verify import verify_layout
 
 # What identifies the top folder of an extracted archive.
 _INDEX_MARKERS = {
     "scannet": ("scene_data",),
     "megadepth": ("scene_info_0.1_0.7", "trainvaltest_list"),
 }
-_SCANNET_SCENE = re.compile(r"^scene\d{4}_\d{2}$")
-
-
-@dataclass
-class LayoutReport:
-    """What :func:`verify_layout` found: report lines and the missing parts (each with its fix)."""
-
-    dataset: str
-    lines: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is missing."""
-        return not self.missing
-
-    def found(self, text: str) -> None:
-        self.lines.append(f"  ok       {text}")
-
-    def lack(self, text: str) -> None:
-        self.lines.append(f"  MISSING  {text}")
-        self.missing.append(text)
-
-    def text(self) -> str:
-        """The printable report."""
-        head = f"{self.dataset} data layout"
-        tail = (
-            "complete: every checked path is there"
-            if self.ok
-            else f"incomplete: {len(self.missing)} missing:\n"
-            + "\n".join(f"  - {m}" for m in self.missing)
-        )
-        return "\n".join([head, *self.lines, tail])
 
 
 # --- building the layout -----------------------------------------------------------------------
@@ -160,7 +126,7 @@ def _find_scannet_scenes_parent(root: Path, max_depth: int = 3) -> Path | None:
     level = [root]
     for _ in range(max_depth + 1):
         for folder in level:
-            if any(_SCANNET_SCENE.match(c.name) for c in folder.iterdir() if c.is_dir()):
+            if any(SCANNET_SCENE.match(c.name) for c in folder.iterdir() if c.is_dir()):
                 return folder
         level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir() and not c.is_symlink()]
     return None
@@ -231,254 +197,6 @@ def build_layout(
             link.symlink_to(source.resolve())
             done.append(f"linked {link} -> {source.resolve()}")
     return done
-
-
-# --- verifying the layout ------------------------------------------------------------------
-
-
-def _folder_status(path: Path) -> str | None:
-    """None when ``path`` is a folder, else why not."""
-    if path.is_dir():
-        return None
-    if path.is_symlink():
-        return f"{path} is a broken symlink (-> {os.readlink(path)})"
-    return f"{path} does not exist"
-
-
-def _check_list(
-    report: LayoutReport, list_path: Path, npz_root: Path, suffix: str, part: str
-) -> list[Path]:
-    """Report a list file and its index files; return the index files that exist."""
-    from loftr.data.io import read_list
-    from loftr.errors import DataError
-
-    try:
-        names = read_list(list_path)
-    except DataError as err:
-        report.lack(f"{err}; {setup_hint(part, list_path.parent)}")
-        return []
-    files = [npz_root / (n if n.endswith(".npz") else n + suffix) for n in names]
-    present = [f for f in files if f.is_file()]
-    absent = [f for f in files if not f.is_file()]
-    if absent:
-        shown = ", ".join(str(f) for f in absent[:5]) + (" ..." if len(absent) > 5 else "")
-        report.lack(
-            f"{len(absent)} of {len(files)} index files listed in {list_path}: {shown}; "
-            + setup_hint(part, npz_root)
-        )
-    else:
-        report.found(f"{list_path}: {len(names)} entries, all in {npz_root}")
-    return present
-
-
-def _report_pair_files(
-    report: LayoutReport, label: str, pairs: list[tuple[str, list[Path]]]
-) -> None:
-    complete = [name for name, files in pairs if all(f.is_file() for f in files)]
-    report.found(f"sample pairs ({label}): {len(complete)} of {len(pairs)} have all their files")
-    for name, files in pairs:
-        absent = [str(f) for f in files if not f.is_file()]
-        if absent:
-            report.lack(f"pair {name} ({label}): " + ", ".join(absent))
-        else:
-            report.lines.append(f"           {name}")
-
-
-def _scannet_pair_files(root: Path, row: Sequence[int]) -> tuple[str, list[Path]]:
-    scene = f"scene{int(row[0]):04d}_{int(row[1]):02d}"
-    files = []
-    for frame in (int(row[2]), int(row[3])):
-        files += [
-            root / scene / "color" / f"{frame}.jpg",
-            root / scene / "depth" / f"{frame}.png",
-            root / scene / "pose" / f"{frame}.txt",
-        ]
-    return f"{scene} {int(row[2])}-{int(row[3])}", files
-
-
-def _scannet_pairs(
-    report: LayoutReport, root: Path, npz_files: list[Path], sample: int, label: str
-):
-    from loftr.data.io import load_scannet_pairs
-    from loftr.errors import DataError
-
-    pairs = []
-    for npz in npz_files:
-        if len(pairs) >= sample:
-            break
-        try:
-            names, _ = load_scannet_pairs(npz)
-        except DataError as err:
-            report.lack(str(err))
-            continue
-        step = max(1, len(names) // max(1, sample))
-        for row in names[::step][: sample - len(pairs)]:
-            pairs.append(_scannet_pair_files(root, row))
-    if pairs:
-        _report_pair_files(report, label, pairs)
-
-
-def _scannet_scenes(report: LayoutReport, root: Path, label: str, part: str) -> None:
-    from loftr.data.scannet import sensreader_cpp_hint
-
-    status = _folder_status(root)
-    if status is not None:
-        report.lack(f"{label} root: {status}; {setup_hint(part, root)}")
-        return
-    scenes = sorted(c.name for c in root.iterdir() if c.is_dir() and _SCANNET_SCENE.match(c.name))
-    if not scenes:
-        report.lack(f"{label} root {root} holds no sceneXXXX_YY folders; {setup_hint(part, root)}")
-        return
-    shown = ", ".join(scenes[:3]) + (" ..." if len(scenes) > 3 else "")
-    report.found(f"{label} root {root}: {len(scenes)} scenes ({shown})")
-    hint = sensreader_cpp_hint(root / scenes[0])
-    if hint is not None:
-        report.lack(hint)
-
-
-def verify_scannet(data_dir: Path, assets_dir: Path, sample: int = 5) -> LayoutReport:
-    """Check the ScanNet layout: train scenes and index, test scenes and the ScanNet-1500 index."""
-    from loftr.data.io import load_intrinsics
-    from loftr.errors import DataError
-
-    layout = LAYOUT["scannet"]
-    report = LayoutReport("ScanNet")
-    train_root = data_dir / layout["train_root"]
-    _scannet_scenes(report, train_root, "train", "scannet_train")
-    npz_files = _check_list(
-        report,
-        data_dir / layout["train_list"],
-        data_dir / layout["train_npz_root"],
-        ".npz",
-        "scannet_index",
-    )
-    intrinsics_path = data_dir / layout["train_intrinsics"]
-    try:
-        report.found(f"{intrinsics_path}: {len(load_intrinsics(intrinsics_path))} scenes")
-    except DataError as err:
-        report.lack(f"{err}; {setup_hint('scannet_index', intrinsics_path.parent)}")
-    if train_root.is_dir():
-        _scannet_pairs(report, train_root, npz_files, sample, "train")
-
-    test_root = data_dir / layout["test_root"]
-    _scannet_scenes(report, test_root, "test", "scannet_test")
-    assets = ASSETS["scannet"]
-    test_files = _check_list(
-        report,
-        assets_dir / assets["list"],
-        assets_dir / assets["folder"],
-        ".npz",
-        "scannet_test_index",
-    )
-    test_intrinsics = assets_dir / assets["intrinsics"]
-    try:
-        report.found(f"{test_intrinsics}: {len(load_intrinsics(test_intrinsics))} scenes")
-    except DataError as err:
-        report.lack(f"{err}; {setup_hint('scannet_test_index', test_intrinsics.parent)}")
-    if test_root.is_dir():
-        _scannet_pairs(report, test_root, test_files, sample, "test")
-    return report
-
-
-def _megadepth_root(report: LayoutReport, root: Path, label: str) -> bool:
-    status = _folder_status(root)
-    if status is not None:
-        report.lack(f"{label} root: {status}; {setup_hint('megadepth_root', root)}")
-        return False
-    absent = [n for n in ("phoenix", "Undistorted_SfM") if not (root / n).is_dir()]
-    if absent:
-        report.lack(
-            f"{label} root {root} lacks {absent} (the scene infos' paths start with phoenix/ and "
-            f"Undistorted_SfM/); {setup_hint('megadepth_root', root)}"
-        )
-        return False
-    scenes = sorted(c.name for c in (root / "Undistorted_SfM").iterdir() if c.is_dir())
-    report.found(f"{label} root {root}: {len(scenes)} scenes in Undistorted_SfM")
-    return True
-
-
-def _megadepth_pairs(
-    report: LayoutReport, root: Path, npz_files: list[Path], sample: int, label: str
-) -> None:
-    from loftr.data.io import load_scene_info
-    from loftr.errors import DataError
-
-    pairs = []
-    for npz in npz_files[: max(1, min(3, sample))]:
-        try:
-            info = load_scene_info(npz)
-        except DataError as err:
-            report.lack(str(err))
-            continue
-        pair_infos = info["pair_infos"]
-        per_file = max(1, sample // max(1, min(3, len(npz_files))))
-        step = max(1, len(pair_infos) // per_file)
-        for (i0, i1), _, _ in pair_infos[::step][:per_file]:
-            files = [
-                root / str(info[key][i]) for i in (i0, i1) for key in ("image_paths", "depth_paths")
-            ]
-            pairs.append((f"{npz.stem} {i0}-{i1}", files))
-    if pairs:
-        _report_pair_files(report, label, pairs)
-
-
-def verify_megadepth(data_dir: Path, assets_dir: Path, sample: int = 5) -> LayoutReport:
-    """Check the MegaDepth layout: train/test roots, train and val indices, MegaDepth-1500."""
-    layout = LAYOUT["megadepth"]
-    report = LayoutReport("MegaDepth")
-    train_root = data_dir / layout["train_root"]
-    train_ok = _megadepth_root(report, train_root, "train")
-    train_files = _check_list(
-        report,
-        data_dir / layout["train_list"],
-        data_dir / layout["train_npz_root"],
-        ".npz",
-        "megadepth_index",
-    )
-    val_files = _check_list(
-        report,
-        data_dir / layout["val_list"],
-        data_dir / layout["val_npz_root"],
-        ".npz",
-        "megadepth_index",
-    )
-    if train_ok:
-        _megadepth_pairs(report, train_root, train_files, sample, "train")
-    test_root = data_dir / layout["test_root"]
-    test_ok = _megadepth_root(report, test_root, "test")
-    if test_ok:
-        _megadepth_pairs(report, test_root, val_files, sample, "val")
-    assets = ASSETS["megadepth"]
-    test_files = _check_list(
-        report,
-        assets_dir / assets["list"],
-        assets_dir / assets["folder"],
-        ".npz",
-        "megadepth_test_index",
-    )
-    if test_ok:
-        _megadepth_pairs(report, test_root, test_files, sample, "test")
-    return report
-
-
-def verify_layout(
-    dataset: str, data_dir: str | os.PathLike = "data", sample: int = 5
-) -> LayoutReport:
-    """Check the layout of ``dataset`` under ``data_dir`` (assets beside it) and report.
-
-    Args:
-        dataset: ``scannet`` or ``megadepth``.
-        data_dir: the data folder; the test indices are looked up in ``<data_dir>/../assets``.
-        sample: how many pairs to check file by file.
-
-    Returns:
-        The report; ``report.ok`` is True when nothing is missing.
-    """
-    data_dir = Path(data_dir)
-    assets_dir = data_dir.parent / "assets"
-    if dataset == "scannet":
-        return verify_scannet(data_dir, assets_dir, sample)
-    return verify_megadepth(data_dir, assets_dir, sample)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

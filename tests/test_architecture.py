@@ -158,11 +158,6 @@ def _long_modules() -> dict[str, int]:
     return {m: n for m, n in sorted(lengths.items()) if n > MAX_LINES}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="over 500 lines today: loftr/data/synthetic.py (being split into a package), "
-    "loftr/data/io.py, loftr/data/setup.py, loftr/metrics.py; remove this mark once they are split",
-)
 def test_no_module_over_500_lines():
     long = _long_modules()
     assert not long, f"modules over {MAX_LINES} lines: {long}"

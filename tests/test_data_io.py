@@ -18,14 +18,13 @@ from loftr.data.io import (
     image_size,
     load_intrinsics,
     load_scannet_pairs,
-    load_scene_info,
     read_gray,
     read_list,
     read_megadepth_depth,
     read_pose,
     read_scannet_depth,
-    save_scene_info_npz,
 )
+from loftr.data.scene_info import load_scene_info, save_scene_info_npz
 from loftr.errors import DataError
 
 # --- images -------------------------------------------------------------------------------

@@ -587,7 +587,7 @@ def test_bad_data_names_the_culprit_and_leaves_nothing_half_written(tmp_path, br
 
 
 def test_pickle_with_disallowed_contents_is_refused_before_running(tmp_path):
-    from loftr.data.io import load_scene_info
+    from loftr.data.scene_info import load_scene_info
 
     marker = tmp_path / "ran"
 

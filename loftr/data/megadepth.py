@@ -1,9 +1,9 @@
 """MegaDepth pairs in the original LoFTR layout and item format (docs/original.md#megadepth).
 
 One dataset per scene info (a pickled dict despite its ``.npz`` suffix, loaded safely by
-:func:`loftr.data.io.load_scene_info`). Images are resized so the longer side is ``img_resize``
-(floored to a multiple of ``df``) and zero-padded bottom-right to a square; depth maps are
-zero-padded to 2000x2000 so batches collate.
+:func:`loftr.data.scene_info.load_scene_info`). Images are resized so the longer side is
+``img_resize`` (floored to a multiple of ``df``) and zero-padded bottom-right to a square; depth
+maps are zero-padded to 2000x2000 so batches collate.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from loftr.data.io import (
     check_file,
     check_matrix,
     image_size,
-    load_scene_info,
     read_gray,
     read_megadepth_depth,
 )
 from loftr.data.layout import setup_hint
+from loftr.data.scene_info import load_scene_info
 from loftr.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")

@@ -210,7 +210,7 @@ def _megadepth_root(report: LayoutReport, root: Path, label: str) -> bool:
 def _megadepth_pairs(
     report: LayoutReport, root: Path, npz_files: list[Path], sample: int, label: str
 ) -> None:
-    from loftr.data.io import load_scene_info
+    from loftr.data.scene_info import load_scene_info
     from loftr.errors import DataError
 
     pairs = []

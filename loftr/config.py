@@ -104,13 +104,21 @@ def group_choice(group: str, fallback: str) -> str:
 def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     """Checks across groups that would otherwise fail deep inside a run, naming the keys.
 
-    The network input must be divisible by the coarse stride: ScanNet-format images are resized
+    A test-only dataset (and so an `eval_*` experiment) is refused with the command that takes
+    it. The network input must be divisible by the coarse stride: ScanNet-format images are resized
     to `dataset.scannet_img_resize`, MegaDepth-format ones floored to `dataset.mgdpt_df`. The
     numeric settings of `RUN_RANGES` must be in range, a GPU hardware group must find its
     GPUs, and the model config must pass the model's check and the loss's.
     """
-    stride = int(cfg["model"]["resolution"][0])
     dataset = cfg["dataset"]
+    if dataset.get("test_only"):
+        name = dataset.get("name")
+        raise ConfigError(
+            f"dataset {name} is a test set (dataset.test_only), not a training set: test a "
+            f"checkpoint on it with `python -m loftr.evaluate ckpt=PATH dataset={name}` (the "
+            "eval_* experiments too: `python -m loftr.evaluate experiment=eval_indoor_ds`)"
+        )
+    stride = int(cfg["model"]["resolution"][0])
     sources = {dataset.get("trainval_data_source"), dataset.get("test_data_source")}
     if "ScanNet" in sources:
         width, height = dataset.get("scannet_img_resize") or (640, 480)

@@ -108,6 +108,24 @@ def test_out_of_range_setting_on_the_command_line_is_one_line_and_leaves_no_fold
     assert not run_dir.exists()
 
 
+# ------------------------------------------------------------------- test-only configs
+@pytest.mark.parametrize("dataset", ["scannet_test_1500", "megadepth_test_1500"])
+def test_a_test_set_is_refused_by_training_naming_the_evaluate_command(dataset):
+    with pytest.raises(
+        ConfigError, match=rf"python -m loftr\.evaluate ckpt=PATH dataset={dataset}"
+    ):
+        validate_run_config(compose_cfg("train", f"dataset={dataset}"))
+
+
+def test_an_eval_experiment_is_refused_by_training_on_the_command_line(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("loftr.train", "experiment=eval_indoor_ds", f"hydra.run.dir={run_dir}")
+    assert_one_line_error(
+        proc, r"^error: dataset scannet_test_1500 is a test set .*loftr\.evaluate"
+    )
+    assert not run_dir.exists()
+
+
 # --------------------------------------------------------------------------- GPU groups
 def test_gpu_group_needs_its_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

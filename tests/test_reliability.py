@@ -382,7 +382,7 @@ def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests" / "nan_loss_train.py"),
+            str(ROOT / "tests" / "helpers" / "nan_loss_train.py"),
             "hardware=cpu2",
             "debug=fast",
             "logger=csv",

@@ -1,5 +1,6 @@
 """Helpers the test modules share: config composition, data-set writers, subprocess runs, W&B
-run files and analytic scene geometry. It holds no tests."""
+run files and analytic scene geometry, and `nan_loss_train.py`, a training entry point the
+reliability tests start. It holds no tests."""
 
 from __future__ import annotations
 

@@ -35,4 +35,4 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 
 bench: $(STAMP)
-	$(PY) experiments/bench/run_all.py $(ARGS)
+	$(PY) -m experiments.bench.run_all $(ARGS)

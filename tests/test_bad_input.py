@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
@@ -26,18 +25,10 @@ from loftr.evaluation import evaluate
 from loftr.lightning.run import train
 from loftr.match import match_pair
 from loftr.model import LoFTR
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-
-def compose_cfg(config_name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

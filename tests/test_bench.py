@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench"
+from experiments.bench.run_all import run_all
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-    sys.path.insert(0, str(BENCH))
-    try:
-        from run_all import run_all
-
-        threads = torch.get_num_threads()
-        out = tmp_path_factory.mktemp("bench")
-        report = run_all(out, quick=True, command="run_all.py --quick")
-        assert torch.get_num_threads() == threads  # restored
-    finally:
-        sys.path.remove(str(BENCH))
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("bench")
+    report = run_all(out, quick=True, command="run_all.py --quick")
+    assert torch.get_num_threads() == threads  # restored
     return out, report
 
 

@@ -17,30 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from run_helpers import wait_for_last_checkpoint
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError
 from loftr.lightning import checkpoints
 from loftr.lightning.run import train
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_fast
+from tests.helpers.runs import wait_for_last_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-
-def compose_cfg(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=["debug=fast", "logger=none", *overrides],
-            return_hydra_config=hydra,
-        )
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,7 @@ def trained_run(tmp_path_factory) -> Path:
     """A finished two-step run directory; tests copy it before resuming it."""
     run_dir = tmp_path_factory.mktemp("run") / "run"
     os.chdir(ROOT)
-    train(compose_cfg(f"run_dir={run_dir}", "trainer.limit_train_batches=2"))
+    train(compose_fast(f"run_dir={run_dir}", "trainer.limit_train_batches=2"))
     return run_dir
 
 
@@ -131,7 +118,7 @@ def test_a_run_removes_what_a_killed_save_left(tmp_path, trained_run):
     run_dir = copy_run(trained_run, tmp_path / "run")
     leftover = run_dir / "checkpoints" / f".last.ckpt.999{checkpoints.TMP_SUFFIX}"
     leftover.write_bytes(b"half a checkpoint")
-    train(compose_cfg(f"run_dir={run_dir}", "trainer.limit_train_batches=2"))
+    train(compose_fast(f"run_dir={run_dir}", "trainer.limit_train_batches=2"))
     assert not leftover.exists()
 
 
@@ -140,7 +127,7 @@ def test_ckpt_path_last_never_resumes_a_sibling_job(tmp_path, trained_run):
     sweep = tmp_path / "multirun"
     copy_run(trained_run, sweep / "0")  # job 0 saved; job 1 was interrupted before saving
     with pytest.raises(CheckpointError, match=r"multirun/1/checkpoints/last.ckpt does not exist"):
-        train(compose_cfg(f"run_dir={sweep / '1'}", "ckpt_path=last"))
+        train(compose_fast(f"run_dir={sweep / '1'}", "ckpt_path=last"))
     assert not (sweep / "1" / "checkpoints").exists()
 
 
@@ -155,7 +142,7 @@ def test_resume_with_other_training_values_is_refused_naming_the_keys(tmp_path, 
         r"optim\.canonical_lr,optim\.lr\]",
     ):
         train(
-            compose_cfg(
+            compose_fast(
                 f"run_dir={run_dir}",
                 "trainer.limit_train_batches=2",
                 "supervision=sparse",
@@ -169,7 +156,7 @@ def test_allowed_changes_and_a_longer_run_resume_and_say_what(tmp_path, trained_
     run_dir = copy_run(trained_run, tmp_path / "run")
     caplog.set_level(logging.INFO)
     result = train(
-        compose_cfg(
+        compose_fast(
             f"run_dir={run_dir}",
             "trainer.limit_train_batches=2",
             "trainer.max_epochs=2",  # extending the run is a plain resume
@@ -183,7 +170,7 @@ def test_allowed_changes_and_a_longer_run_resume_and_say_what(tmp_path, trained_
 
 def test_an_allowed_change_that_names_no_training_key_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"resume_allow_changes names 'optim\.lerning_rate'"):
-        train(compose_cfg(f"run_dir={tmp_path}", "resume_allow_changes=[optim.lerning_rate]"))
+        train(compose_fast(f"run_dir={tmp_path}", "resume_allow_changes=[optim.lerning_rate]"))
 
 
 def test_a_second_command_on_a_live_run_directory_is_refused(tmp_path):
@@ -207,7 +194,7 @@ def test_a_second_command_on_a_live_run_directory_is_refused(tmp_path):
         assert wait_for_last_checkpoint(proc, run_dir).exists()
         host = socket.gethostname()
         with pytest.raises(CheckpointError, match=rf"in use by pid {proc.pid} on {host}"):
-            train(compose_cfg(f"run_dir={run_dir}", "optim.canonical_lr=0.01"))
+            train(compose_fast(f"run_dir={run_dir}", "optim.canonical_lr=0.01"))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=300)
@@ -260,23 +247,23 @@ def test_every_node_of_a_job_gets_one_run_directory(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
     monkeypatch.setenv("WORLD_SIZE", "16")
-    assert compose_cfg(hydra=True).hydra.run.dir == "outputs/default/torchrun-job42"
+    assert compose_fast(hydra_node=True).hydra.run.dir == "outputs/default/torchrun-job42"
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
     monkeypatch.setenv("SLURM_JOB_ID", "777")
     monkeypatch.setenv("SLURM_NTASKS", "16")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
-    assert compose_cfg(hydra=True).hydra.run.dir == "outputs/default/slurm-777.0"
+    assert compose_fast(hydra_node=True).hydra.run.dir == "outputs/default/slurm-777.0"
 
 
 def test_torchrun_without_a_shared_id_is_refused(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's value without --rdzv-id
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit, match=r"pass torchrun --rdzv-id JOB_ID"):
-        OmegaConf.to_container(compose_cfg(hydra=True).hydra.run, resolve=True)
+        OmegaConf.to_container(compose_fast(hydra_node=True).hydra.run, resolve=True)
 
 
 def test_ranks_that_disagree_on_the_start_stop_naming_them(monkeypatch):
-    guard = checkpoints.ResumeGuard("outputs/a", None, OmegaConf.to_container(compose_cfg()))
+    guard = checkpoints.ResumeGuard("outputs/a", None, OmegaConf.to_container(compose_fast()))
     other = {"run_dir": "outputs/b", "ckpt_path": None}
     monkeypatch.setattr(checkpoints, "gather_objects", lambda obj: [obj, other])
     with pytest.raises(CheckpointError, match=r"rank 0: outputs/a.*rank 1: outputs/b"):

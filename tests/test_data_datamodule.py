@@ -12,12 +12,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_data_helpers import write_megadepth_dataset, write_scannet_dataset, write_scannet_index
 from torch.utils.data import DistributedSampler
 
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.data.layout import LAYOUT
 from loftr.errors import ConfigError, DataError
+from tests.helpers.datasets import (
+    write_megadepth_dataset,
+    write_scannet_dataset,
+    write_scannet_index,
+)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

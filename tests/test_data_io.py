@@ -10,7 +10,6 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from test_data_helpers import write_image, write_megadepth_scene, write_scannet_index
 
 from loftr.data.io import (
     check_depth,
@@ -26,6 +25,7 @@ from loftr.data.io import (
 )
 from loftr.data.scene_info import load_scene_info, save_scene_info_npz
 from loftr.errors import DataError
+from tests.helpers.datasets import write_image, write_megadepth_scene, write_scannet_index
 
 # --- images -------------------------------------------------------------------------------
 

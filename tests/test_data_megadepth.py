@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_data_helpers import megadepth_K, write_image, write_megadepth_scene
 from torch.utils.data import DataLoader
 
 from loftr.data.megadepth import (
@@ -22,6 +21,7 @@ from loftr.data.megadepth import (
     resized_wh,
 )
 from loftr.errors import ConfigError, DataError
+from tests.helpers.datasets import megadepth_K, write_image, write_megadepth_scene
 
 SPEC_KEYS = [
     "image0",

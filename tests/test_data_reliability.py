@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_reliability import SCENE, assert_nothing_half_written, compose_cfg, scannet_copy
 from torch.utils.data import ConcatDataset
 
 from loftr.data.datamodule import LoFTRDataModule
@@ -23,14 +22,12 @@ from loftr.data.sampler import RandomConcatSampler
 from loftr.data.skipping import SKIPPED_KEY, SkipBrokenPairs
 from loftr.errors import DataError
 from loftr.lightning.run import train
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_fast
+from tests.helpers.datasets import SCENE, SYNTHETIC, scannet_copy
+from tests.helpers.runs import assert_nothing_half_written
 
-ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = ROOT / "data/synthetic/scannet"
-
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(ROOT)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 def run_to_end(command: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -149,7 +146,7 @@ def test_a_failing_pair_is_replaced_by_the_next_readable_one():
 def one_scene_run(tmp_path: Path):
     """A copy of one synthetic scene, its training config and the run's first draws."""
     paths = scannet_copy(tmp_path)
-    cfg = compose_cfg(
+    cfg = compose_fast(
         f"run_dir={tmp_path / 'run'}",
         "logger=csv",
         f"dataset.train_data_root={paths['root']}",

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data_helpers import (
+from torch.utils.data import DataLoader
+
+from loftr.data.scannet import ScanNetDataset
+from loftr.errors import ConfigError, DataError
+from tests.helpers.datasets import (
     SCANNET_K,
     translation,
     write_scannet_dataset,
     write_scannet_index,
     write_scannet_scene,
 )
-from torch.utils.data import DataLoader
-
-from loftr.data.scannet import ScanNetDataset
-from loftr.errors import ConfigError, DataError
 
 SPEC_KEYS = [
     "image0",

@@ -12,15 +12,15 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from test_data_helpers import (
+
+from loftr.data.layout import setup_hint
+from loftr.data.setup import main, verify_layout
+from tests.helpers.datasets import (
     SCANNET_K,
     write_megadepth_scene,
     write_scannet_index,
     write_scannet_scene,
 )
-
-from loftr.data.layout import setup_hint
-from loftr.data.setup import main, verify_layout
 
 
 def _tar(folder: Path, archive: Path) -> Path:

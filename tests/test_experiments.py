@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
@@ -26,19 +25,13 @@ from loftr.model.config import model_config
 from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import ConvBlock, ConvFeatureStack, EveryLayerPositionTransformer
 from loftr.protocol import Protocol, hash_index
+from tests.helpers import ROOT
+from tests.helpers.compose import CONF, compose_cfg
+from tests.helpers.wandb_records import offline_run_file, read_records, run_record
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 HARDWARE = sorted(p.stem for p in (CONF / "hardware").glob("*.yaml"))
 LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
-sys.path.insert(0, str(Path(__file__).parent))
-from wandb_records import offline_run_file, read_records, run_record  # noqa: E402
-
-
-def compose_cfg(config_name: str, *overrides: str, hydra_node: bool = False):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=hydra_node)
 
 
 def compose_experiment(name: str, *overrides: str, hydra_node: bool = False):

@@ -7,16 +7,11 @@ import torch
 from kornia.geometry.camera.perspective import project_points
 
 from loftr.geometry import lookup_depth, warp_kpts
+from tests.helpers.geometry import translation
 
 # f = 8 px, principal point (12, 8): pixel (x, y) at depth Z is
 # X = (x - 12) Z / 8, Y = (y - 8) Z / 8.
 K = torch.tensor([[8.0, 0.0, 12.0], [0.0, 8.0, 8.0], [0.0, 0.0, 1.0]])
-
-
-def _translation(tx: float, ty: float, tz: float) -> torch.Tensor:
-    T = torch.eye(4)
-    T[:3, 3] = torch.tensor([tx, ty, tz])
-    return T
 
 
 def test_identity_pose_shows_the_eps_quirk() -> None:
@@ -33,7 +28,7 @@ def test_translation_hand_worked() -> None:
     # Z = 2, t = (-1.5, 0.5, 0) m: u = (2x - 12) / 2.0001, v = (2y + 4) / 2.0001.
     depth = torch.full((1, 16, 24), 2.0)
     kpts = torch.tensor([[[0.0, 0.0], [8.0, 0.0], [16.0, 8.0]]])
-    T = _translation(-1.5, 0.5, 0.0)[None]
+    T = translation(-1.5, 0.5, 0.0)[None]
     _, w = warp_kpts(kpts, depth, depth, T, K[None], K[None])
     expected = torch.tensor([[[-12.0, 4.0], [4.0, 4.0], [20.0, 20.0]]]) / 2.0001
     torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
@@ -86,7 +81,7 @@ def test_valid_mask_nonzero_covisible_consistent() -> None:
 def test_zero_depth_lands_on_camera_centre_projection() -> None:
     # X = 0 in camera 0 becomes t in camera 1: t = (1, 0, 2) projects to (8 + 24, 16) / 2.0001.
     depth = torch.zeros(1, 16, 24)
-    T = _translation(1.0, 0.0, 2.0)[None]
+    T = translation(1.0, 0.0, 2.0)[None]
     valid, w = warp_kpts(torch.tensor([[[5.0, 5.0]]]), depth, depth, T, K[None], K[None])
     torch.testing.assert_close(w, torch.tensor([[[32.0, 16.0]]]) / 2.0001, rtol=0, atol=1e-6)
     assert valid.tolist() == [[False]]
@@ -105,7 +100,7 @@ def test_batched_equals_per_item_and_accepts_3x4() -> None:
     kpts = torch.rand(2, 7, 2, generator=g) * torch.tensor([23.0, 15.0])
     depth0 = 1 + torch.rand(2, 16, 24, generator=g)
     depth1 = 1 + torch.rand(2, 16, 24, generator=g)
-    T = torch.stack([_translation(0.1, -0.2, 0.3), _translation(-0.3, 0.0, 0.1)])
+    T = torch.stack([translation(0.1, -0.2, 0.3), translation(-0.3, 0.0, 0.1)])
     K1 = torch.stack([K, K * torch.tensor([[1.1], [1.1], [1.0]])])
     valid, w = warp_kpts(kpts, depth0, depth1, T[:, :3], K.expand(2, 3, 3), K1)
     for b in range(2):

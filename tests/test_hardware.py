@@ -6,19 +6,17 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_cfg
 
 # processes per group, written out from the group files' intent
 # (docs/original.md#training-scripts, #lr-scaling)
@@ -26,16 +24,11 @@ WORLD_SIZE = {"cpu": 1, "cpu2": 2, "gpus4": 4, "gpus8": 8, "gpus16": 16, "gpus32
 CANONICAL = {"indoor": (6e-3, 4800, 0.0), "outdoor": (8e-3, 1875, 0.1)}
 
 
-def compose_cfg(*overrides: str, hydra_node: bool = False):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_node)
-
-
 @pytest.mark.parametrize("hardware", sorted(WORLD_SIZE))
 @pytest.mark.parametrize("optim", ["indoor", "outdoor"])
 @pytest.mark.parametrize("accumulate", [1, 4])
 def test_lr_and_warmup_follow_the_true_batch(hardware, optim, accumulate):
-    cfg = compose_cfg(f"hardware={hardware}", f"optim={optim}", f"accumulate={accumulate}")
+    cfg = compose_cfg("train", f"hardware={hardware}", f"optim={optim}", f"accumulate={accumulate}")
     true_bs = WORLD_SIZE[hardware] * accumulate  # per-device batch 1 in every group
     assert cfg.hardware.devices * cfg.hardware.num_nodes == WORLD_SIZE[hardware]
     assert cfg.hardware.batch_size == 1
@@ -57,7 +50,7 @@ def test_lr_and_warmup_follow_the_true_batch(hardware, optim, accumulate):
     ],
 )
 def test_spec_lr_table(overrides, lr, warmup_steps, start_lr):
-    cfg = compose_cfg(*overrides)
+    cfg = compose_cfg("train", *overrides)
     assert cfg.optim.lr == pytest.approx(lr, rel=1e-12)
     assert cfg.optim.warmup_steps == warmup_steps
     assert cfg.optim.warmup_ratio * cfg.optim.lr == pytest.approx(start_lr, rel=1e-12)
@@ -65,16 +58,20 @@ def test_spec_lr_table(overrides, lr, warmup_steps, start_lr):
 
 def test_gpu_groups_synchronise_batchnorm_and_cpu_groups_do_not():
     for hardware in WORLD_SIZE:
-        cfg = compose_cfg(f"hardware={hardware}")
+        cfg = compose_cfg("train", f"hardware={hardware}")
         assert cfg.hardware.sync_batchnorm is (cfg.hardware.accelerator == "gpu"), hardware
         assert cfg.hardware.strategy == ("auto" if hardware == "cpu" else "ddp")
-    assert compose_cfg().precision == "32-true"  # fp32, the paper recipe
-    assert compose_cfg("precision=bf16-mixed").precision == "bf16-mixed"
+    assert compose_cfg("train").precision == "32-true"  # fp32, the paper recipe
+    assert compose_cfg("train", "precision=bf16-mixed").precision == "bf16-mixed"
 
 
 def test_slurm_launcher_takes_its_size_from_the_hardware_group():
     cfg = compose_cfg(
-        "hydra/launcher=slurm", "hardware=gpus32", "hydra.launcher.partition=gpu", hydra_node=True
+        "train",
+        "hydra/launcher=slurm",
+        "hardware=gpus32",
+        "hydra.launcher.partition=gpu",
+        hydra_node=True,
     )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
@@ -117,10 +114,10 @@ def test_two_ranks_train_disjoint_scenes_and_end_with_identical_weights(ddp_run)
     assert metrics["global_step"] == 4  # 4 batches per rank, one optimizer step each
 
 
-def test_a_batch_without_ground_truth_still_reaches_every_parameter(monkeypatch):
+@pytest.mark.usefixtures("in_repo")
+def test_a_batch_without_ground_truth_still_reaches_every_parameter():
     """DDP (find_unused_parameters=False) hangs if one rank's step skips a parameter."""
-    monkeypatch.chdir(ROOT)
-    cfg = compose_cfg("debug=fast", "matcher=ot", "supervision=sparse")
+    cfg = compose_cfg("train", "debug=fast", "matcher=ot", "supervision=sparse")
     datamodule = LoFTRDataModule(cfg.dataset, seed=cfg.seed)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
@@ -138,9 +135,9 @@ def test_a_batch_without_ground_truth_still_reaches_every_parameter(monkeypatch)
     assert not missing and torch.isfinite(loss)
 
 
-def test_validation_metrics_are_the_same_on_one_process(ddp_run, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    cfg = compose_cfg("debug=fast", "trainer.limit_val_batches=1.0")
+@pytest.mark.usefixtures("in_repo")
+def test_validation_metrics_are_the_same_on_one_process(ddp_run):
+    cfg = compose_cfg("train", "debug=fast", "trainer.limit_val_batches=1.0")
     module = LoFTRModule.load_from_checkpoint(
         ddp_run / "checkpoints" / "last.ckpt", weights_only=True
     )

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from loftr.errors import ConfigError
 from loftr.losses import LoFTRLoss, check_loss_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
+from tests.helpers.geometry import plane_depth, rotation
 
 MODEL_YAML = Path(__file__).resolve().parents[1] / "conf" / "model" / "loftr.yaml"
 
@@ -375,22 +376,6 @@ def test_accepts_the_model_yaml_as_dictconfig() -> None:
 
 
 # ------------------------------------------------------------------------------------ learning
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))  # fmt: skip
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _plane_depth(K: np.ndarray, n: np.ndarray, d: float, h: int, w: int) -> np.ndarray:
-    """Depth (metres) of the plane {X : n.X + d = 0} in a camera with intrinsics K."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    rays = np.linalg.inv(K) @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])
-    return (-d / (n @ rays)).reshape(h, w)
-
-
 def _textured_plane_pair(h: int = 96, w: int = 128) -> dict:
     """A photo on a tilted plane 3 m away, seen by two cameras; depth and pose analytic.
 
@@ -398,7 +383,7 @@ def _textured_plane_pair(h: int = 96, w: int = 128) -> dict:
     pixels, depths, intrinsics and pose agree exactly.
     """
     K = np.array([[100.0, 0.0, w / 2], [0.0, 100.0, h / 2], [0.0, 0.0, 1.0]])
-    R = _rotation(0.03, -0.08, 0.05)
+    R = rotation(0.03, -0.08, 0.05)
     t = np.array([0.25, -0.05, 0.05])
     n = np.array([0.1, -0.2, -1.0])
     n /= np.linalg.norm(n)
@@ -417,8 +402,8 @@ def _textured_plane_pair(h: int = 96, w: int = 128) -> dict:
     return {
         "image0": f32(img0)[None],
         "image1": f32(img1)[None],
-        "depth0": f32(_plane_depth(K, n, d, h, w)),
-        "depth1": f32(_plane_depth(K, n1, d - n1 @ t, h, w)),
+        "depth0": f32(plane_depth(K, n, d, h, w)),
+        "depth1": f32(plane_depth(K, n1, d - n1 @ t, h, w)),
         "K0": f32(K),
         "K1": f32(K),
         "T_0to1": f32(T),

@@ -9,7 +9,6 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +20,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
-from run_helpers import Output, wait_for_last_checkpoint, wait_until
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
@@ -35,28 +32,17 @@ from loftr.lightning.module import LoFTRModule
 from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
 from loftr.train import report_stop
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_fast
+from tests.helpers.datasets import SCENE, scannet_copy
+from tests.helpers.runs import (
+    Output,
+    assert_nothing_half_written,
+    wait_for_last_checkpoint,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = ROOT / "data/synthetic/scannet"
-SCENE = "scene0000_00"
-
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["debug=fast", "logger=none", *overrides])
-
-
-def assert_nothing_half_written(run_dir: Path) -> None:
-    """No temporary file anywhere; every checkpoint that exists is complete."""
-    leftovers = [p for p in run_dir.rglob("*") if p.is_file() and re.search(r"tmp", p.name)]
-    assert not leftovers, leftovers
-    for ckpt in run_dir.rglob("*.ckpt"):
-        torch.load(ckpt, weights_only=True)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 # ------------------------------------------------------------------------- interruptions
@@ -269,7 +255,7 @@ def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, mo
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", crash_on_second_checkpoint)
-    cfg = compose_cfg(
+    cfg = compose_fast(
         f"run_dir={tmp_path}", "trainer.limit_train_batches=6", "checkpoint.every_n_train_steps=2"
     )
     with pytest.raises(OSError, match="simulated crash"):
@@ -278,7 +264,7 @@ def test_crash_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, mo
     assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 2
     assert_nothing_half_written(tmp_path)
     result = train(
-        compose_cfg(
+        compose_fast(
             f"run_dir={tmp_path}",
             "trainer.limit_train_batches=6",
             "checkpoint.every_n_train_steps=2",
@@ -305,7 +291,7 @@ def _nan_loss_on_calls(monkeypatch, calls: set[int]) -> None:
 
 def test_a_nan_loss_is_skipped_counted_and_training_goes_on(tmp_path, monkeypatch):
     _nan_loss_on_calls(monkeypatch, {2})
-    result = train(compose_cfg(f"run_dir={tmp_path}", "logger=csv"))
+    result = train(compose_fast(f"run_dir={tmp_path}", "logger=csv"))
     module, trainer = result["module"], result["trainer"]
     assert module.skipped_steps == 1
     # Lightning counts the batch as a step; the optimizer itself stepped 3 times of 4
@@ -320,7 +306,7 @@ def test_a_nan_loss_is_skipped_counted_and_training_goes_on(tmp_path, monkeypatc
 def test_too_many_non_finite_steps_stop_the_run_naming_the_pairs(tmp_path, monkeypatch):
     _nan_loss_on_calls(monkeypatch, {-1})
     with pytest.raises(NonFiniteError, match=r"3 consecutive .*pairs .*color/\d+\.jpg"):
-        train(compose_cfg(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=3"))
+        train(compose_fast(f"run_dir={tmp_path}", "trainer.max_consecutive_nonfinite=3"))
     assert_nothing_half_written(tmp_path)
 
 
@@ -349,7 +335,7 @@ def test_each_precision_plugin_steps_and_skips_a_nan_loss(tmp_path, monkeypatch,
     monkeypatch.setattr(run, "LoFTRModule", recording_module)
     _nan_loss_on_calls(monkeypatch, {2})
     result = train(
-        compose_cfg(f"run_dir={tmp_path}", "logger=csv", "trainer.limit_val_batches=1", *overrides)
+        compose_fast(f"run_dir={tmp_path}", "logger=csv", "trainer.limit_val_batches=1", *overrides)
     )
     module, trainer = result["module"], result["trainer"]
     scaler = getattr(trainer.precision_plugin, "scaler", None)
@@ -375,7 +361,7 @@ def test_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(tmp_pat
     overrides = _fp16_with_grad_scaler(monkeypatch, init_scale=2.0**16)
     _nan_loss_on_calls(monkeypatch, {2})
     result = train(
-        compose_cfg(
+        compose_fast(
             f"run_dir={tmp_path}",
             "trainer.max_consecutive_nonfinite=2",
             "trainer.limit_val_batches=1",
@@ -396,7 +382,7 @@ def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests" / "nan_loss_train.py"),
+            str(ROOT / "tests" / "helpers" / "nan_loss_train.py"),
             "hardware=cpu2",
             "debug=fast",
             "logger=csv",
@@ -424,7 +410,7 @@ def test_ddp_ranks_skip_together_when_one_rank_has_a_nan_loss(tmp_path):
 
 # ------------------------------------------------------------------------ GPU generators
 def _fast_module() -> LoFTRModule:
-    return LoFTRModule(OmegaConf.to_container(compose_cfg(), resolve=True))
+    return LoFTRModule(OmegaConf.to_container(compose_fast(), resolve=True))
 
 
 def _resume(module: LoFTRModule, checkpoint: dict, path: Path) -> None:
@@ -478,21 +464,9 @@ def test_cuda_draws_resume_exactly_on_every_device(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
-def scannet_copy(tmp_path: Path) -> dict[str, Path]:
-    """A one-scene ScanNet-format training set: a real copy of a synthetic scene to break."""
-    root = tmp_path / "train"
-    shutil.copytree(SYNTHETIC / "train" / SCENE, root / SCENE)
-    index = tmp_path / "index"
-    (index / "train").mkdir(parents=True)
-    shutil.copy(SYNTHETIC / "index/scene_data/train" / f"{SCENE}.npz", index / "train")
-    listing = index / "train_list.txt"
-    listing.write_text(f"{SCENE}.npz\n")
-    return {"root": root, "npz": index / "train", "list": listing}
-
-
 def run_on(tmp_path: Path, paths: dict[str, Path], *extra: str) -> Path:
     run_dir = tmp_path / "run"
-    cfg = compose_cfg(
+    cfg = compose_fast(
         f"run_dir={run_dir}",
         f"dataset.train_data_root={paths['root']}",
         f"dataset.train_npz_root={paths['npz']}",
@@ -605,16 +579,7 @@ def test_pickle_with_disallowed_contents_is_refused_before_running(tmp_path):
 @pytest.fixture(scope="module")
 def fast_checkpoint(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ds_run")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "debug=fast",
-                "logger=none",
-                f"run_dir={run_dir}",
-                "trainer.limit_train_batches=2",
-            ],
-        )
+    cfg = compose_fast(f"run_dir={run_dir}", "trainer.limit_train_batches=2")
     os.chdir(ROOT)
     train(cfg)
     return run_dir / "checkpoints" / "last.ckpt"
@@ -624,21 +589,23 @@ def test_truncated_checkpoint_is_named(tmp_path, fast_checkpoint):
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(fast_checkpoint.read_bytes()[:4096])
     with pytest.raises(CheckpointError, match=r"cut.ckpt is truncated"):
-        train(compose_cfg(f"run_dir={tmp_path / 'run'}", f"ckpt_path={cut}"))
+        train(compose_fast(f"run_dir={tmp_path / 'run'}", f"ckpt_path={cut}"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_checkpoint_of_another_architecture_names_the_keys(tmp_path, fast_checkpoint):
     with pytest.raises(CheckpointError, match=r"coarse_matching\.bin_score"):
         train(
-            compose_cfg(f"run_dir={tmp_path / 'run'}", f"ckpt_path={fast_checkpoint}", "matcher=ot")
+            compose_fast(
+                f"run_dir={tmp_path / 'run'}", f"ckpt_path={fast_checkpoint}", "matcher=ot"
+            )
         )
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_image_size_not_divisible_by_8_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.scannet_img_resize=\[322, 240\]"):
-        train(compose_cfg(f"run_dir={tmp_path}", "dataset.scannet_img_resize=[322,240]"))
+        train(compose_fast(f"run_dir={tmp_path}", "dataset.scannet_img_resize=[322,240]"))
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 

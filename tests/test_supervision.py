@@ -4,7 +4,6 @@ and planar scenes."""
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -16,17 +15,12 @@ from loftr.supervision import (
     compute_supervision_coarse,
     compute_supervision_fine,
 )
+from tests.helpers.geometry import plane_depth, rotation, translation
 
 CONFIG = {"resolution": [8, 2], "fine_window_size": 5}
 # f = 8 px, principal point (12, 8) at the network input resolution.
 K_IN = torch.tensor([[8.0, 0.0, 12.0], [0.0, 8.0, 8.0], [0.0, 0.0, 1.0]])
 E = 2.0001  # Z + 1e-4 with Z = 2 m everywhere: the projection quirk of docs/original.md#warp-kpts
-
-
-def _translation(tx: float, ty: float, tz: float = 0.0) -> torch.Tensor:
-    T = torch.eye(4)
-    T[:3, 3] = torch.tensor([tx, ty, tz])
-    return T
 
 
 def _translation_item(
@@ -40,7 +34,7 @@ def _translation_item(
     sx, sy = scale if scale is not None else (1.0, 1.0)
     K = torch.diag(torch.tensor([sx, sy, 1.0])) @ K_IN  # intrinsics at original resolution
     depth = torch.full((1, int(h * sy) + 8, int(w * sx) + 8), 2.0)  # padded, like MegaDepth
-    T = _translation(*t)
+    T = translation(*t)
     item = {
         "image0": torch.zeros(1, 1, h, w),
         "image1": torch.zeros(1, 1, h, w),
@@ -197,35 +191,19 @@ def test_coarse_mask_accepts_image_resolution() -> None:
 
 
 # -------------------------------------------------------------------------------- planar scene
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))  # fmt: skip
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _plane_depth(K: np.ndarray, n: np.ndarray, d: float, h: int, w: int) -> np.ndarray:
-    """Depth of the plane {X : n.X + d = 0} seen by a camera with intrinsics K, (h, w) metres."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    rays = np.linalg.inv(K) @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])  # z = 1
-    return (-d / (n @ rays)).reshape(h, w)
-
-
 def _planar_item(scale: float) -> tuple[dict, np.ndarray]:
     """Image 0 64x48, image 1 56x40 (network input); original pixels = input * scale."""
     K0 = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]]) * [[scale], [scale], [1]]
     K1 = np.array([[55.0, 0, 28], [0, 58.0, 20], [0, 0, 1]]) * [[scale], [scale], [1]]
-    R = _rotation(0.05, -0.12, 0.04)
+    R = rotation(0.05, -0.12, 0.04)
     t = np.array([0.35, -0.05, 0.1])
     n = np.array([0.15, -0.25, -1.0])
     n /= np.linalg.norm(n)
     d = 4.0  # plane n.X + d = 0 in camera 0: about 4 m in front
-    depth0 = _plane_depth(K0, n, d, int(48 * scale), int(64 * scale))
+    depth0 = plane_depth(K0, n, d, int(48 * scale), int(64 * scale))
     # Camera-1 frame: X1 = R X + t, so the plane is (R n).X1 + d - (R n).t = 0.
     n1 = R @ n
-    depth1 = _plane_depth(K1, n1, d - n1 @ t, int(40 * scale), int(56 * scale))
+    depth1 = plane_depth(K1, n1, d - n1 @ t, int(40 * scale), int(56 * scale))
     assert depth0.min() > 2 and depth1.min() > 2
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, t

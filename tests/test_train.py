@@ -11,32 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import ConfigError
 from loftr.lightning.run import train
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_cfg
+from tests.helpers.runs import train_fast, wait_for_last_checkpoint
+from tests.helpers.wandb_records import config_keys, history_rows, offline_run_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from run_helpers import wait_for_last_checkpoint  # noqa: E402
-from wandb_records import config_keys, history_rows, offline_run_file  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    """Runs read `data/synthetic` relative to the project, as `make train` does."""
-    monkeypatch.chdir(ROOT)
-
-
-def compose_cfg(config_name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
-
-
-def train_fast(run_dir: Path, *overrides: str) -> dict:
-    cfg = compose_cfg("train", "debug=fast", f"run_dir={run_dir}", *overrides)
-    return train(cfg)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 @pytest.mark.parametrize("matcher", ["ds", "ot"])

@@ -18,11 +18,10 @@ from wandb.sdk.lib.service.service_connection import ServiceConnection
 
 from loftr.lightning.run import log_evaluation, wandb_mode
 from loftr.lightning.wandb_run import RUN_ID_FILE, sweep_job_names
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run_helpers import wait_for_last_checkpoint  # noqa: E402
-from test_train import ROOT, compose_cfg, train_fast  # noqa: E402
-from wandb_records import (  # noqa: E402
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_cfg
+from tests.helpers.runs import train_fast, wait_for_last_checkpoint
+from tests.helpers.wandb_records import (
     BLOCK,
     history_rows,
     model_artifacts,
@@ -31,11 +30,7 @@ from wandb_records import (  # noqa: E402
     run_record,
 )
 
-
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    """Runs read `data/synthetic` relative to the project, as `make train` does."""
-    monkeypatch.chdir(ROOT)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 def _wandb_core_children() -> list[int]:

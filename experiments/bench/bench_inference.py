@@ -1,8 +1,8 @@
 """Inference speed: our LoFTR against kornia's holding the same weights, in one process.
 
-    python experiments/bench/bench_inference.py                       # 640x480 and 1024x768
-    python experiments/bench/bench_inference.py --size 640x480 --runs 5 --profile
-    python experiments/bench/bench_inference.py --size 320x240 --bf16 # bf16 autocast (slow here)
+    python -m experiments.bench.bench_inference                       # 640x480 and 1024x768
+    python -m experiments.bench.bench_inference --size 640x480 --runs 5 --profile
+    python -m experiments.bench.bench_inference --size 320x240 --bf16 # bf16 autocast (slow here)
 
 Both models hold the same random weights, conditioned on the pair so that the matcher finds a
 trained model's number of matches (common.condition_weights), and match the same textured grey
@@ -20,8 +20,9 @@ import json
 from typing import Any
 
 import torch
-from common import conditioned_models, machine_info, median, time_alternating
 from torch.profiler import ProfilerActivity, profile, record_function
+
+from experiments.bench.common import conditioned_models, machine_info, median, time_alternating
 
 # docs/original.md#model-flow stages, as named by our record_function labels and by kornia's child
 # modules

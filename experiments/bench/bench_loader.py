@@ -8,9 +8,9 @@ included in neither number), then ``--repeats`` timed runs of ``--pairs`` pairs 
 process and its workers every tenth of the way: users of the original saw host memory grow over
 an epoch until the machine ran out (docs/original.md#user-reports, issue #253).
 
-    python experiments/bench/bench_loader.py                       # both formats, 0 and 2 workers
-    python experiments/bench/bench_loader.py --workers 0 4 --pairs 200 --dataset synthetic
-    python experiments/bench/bench_loader.py --memory-pairs 1000
+    python -m experiments.bench.bench_loader                       # both formats, 0 and 2 workers
+    python -m experiments.bench.bench_loader --workers 0 4 --pairs 200 --dataset synthetic
+    python -m experiments.bench.bench_loader --memory-pairs 1000
 
 Memory is the proportional set size (PSS: shared pages split between the processes sharing
 them) summed over the main process and its workers, so forked workers' shared copy-on-write

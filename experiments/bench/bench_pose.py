@@ -1,6 +1,6 @@
 """Relative-pose estimation time per pair: OpenCV RANSAC (the paper), USAC_MAGSAC and poselib.
 
-    python experiments/bench/bench_pose.py [--pairs 10] [--matches 1500] [--outliers 0.3]
+    python -m experiments.bench.bench_pose [--pairs 10] [--matches 1500] [--outliers 0.3]
 
 Each pair is two 640x480 pinhole views of random 3D points with a known relative pose; the
 matches are the projections with 0.5 px Gaussian noise, a share of them replaced by random

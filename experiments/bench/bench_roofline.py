@@ -1,6 +1,6 @@
 """Roofline: the forward pass's FLOPs and the share of this machine's own peak it reaches.
 
-    python experiments/bench/bench_roofline.py [--size 640x480] [--threads 1]
+    python -m experiments.bench.bench_roofline [--size 640x480] [--threads 1]
 
 Counts the FLOPs of one forward of kornia's LoFTR and of ours (torch's FlopCounterMode: matrix
 products and convolutions, two FLOPs per multiply-add), measures in the same process the dense
@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench_inference import parse_size
-from common import conditioned_models, machine_info
 from torch.utils.flop_counter import FlopCounterMode
+
+from experiments.bench.bench_inference import parse_size
+from experiments.bench.common import conditioned_models, machine_info
 
 
 def _best_of(fn: Any, repeats: int) -> float:

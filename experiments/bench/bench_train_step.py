@@ -1,6 +1,6 @@
 """One training step on the CPU, stage by stage, with peak memory.
 
-    python experiments/bench/bench_train_step.py [--size 640x480] [--steps 2] [--threads 1]
+    python -m experiments.bench.bench_train_step [--size 640x480] [--steps 2] [--threads 1]
 
 Composes the default training run (`conf/train.yaml`: synthetic ScanNet-format data, the paper
 model, dual-softmax, dense supervision) at the real recipes' 640x480 input, batch 1, and times
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_inference import parse_size
-from common import ROOT, machine_info
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
+from experiments.bench.bench_inference import parse_size
+from experiments.bench.common import ROOT, machine_info
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
 from loftr.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors

@@ -1,8 +1,8 @@
 """Every benchmark in one run: a JSON and a markdown report under experiments/results/.
 
-    make bench                                   # = python experiments/bench/run_all.py
-    python experiments/bench/run_all.py --bf16   # + bf16 autocast (slow where emulated)
-    python experiments/bench/run_all.py --quick --out /tmp/bench   # tiny sizes, a smoke test
+    make bench                                   # = python -m experiments.bench.run_all
+    python -m experiments.bench.run_all --bf16   # + bf16 autocast (slow where emulated)
+    python -m experiments.bench.run_all --quick --out /tmp/bench   # tiny sizes, a smoke test
 
 Runs, in one process and at one torch thread count (`--threads`, 1 by default: on a machine
 shared with other jobs, a 2-thread OpenMP pool waits on descheduled threads at every operator):
@@ -32,13 +32,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_inference import bench_inference, parse_size  # noqa: E402
-from bench_pose import bench_pose  # noqa: E402
-from bench_roofline import bench_roofline  # noqa: E402
-from bench_train_step import STAGES, bench_train_step  # noqa: E402
-from common import RESULTS, ROOT, machine_info  # noqa: E402
+from experiments.bench.bench_inference import bench_inference, parse_size
+from experiments.bench.bench_pose import bench_pose
+from experiments.bench.bench_roofline import bench_roofline
+from experiments.bench.bench_train_step import STAGES, bench_train_step
+from experiments.bench.common import RESULTS, ROOT, machine_info
 
 QUICK = {
     "sizes": ["128x96"],
@@ -139,7 +137,8 @@ def loader_in_subprocess(settings: dict[str, Any], out: Path) -> list[dict[str, 
     target = out / "loader.tmp.json"
     command = [
         sys.executable,
-        str(Path(__file__).resolve().parent / "bench_loader.py"),
+        "-m",
+        "experiments.bench.bench_loader",
         "--dataset",
         "synthetic",
         "--workers",
@@ -358,7 +357,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="timed inference runs per model")
     parser.add_argument("--size", nargs="+", help="inference sizes WxH")
     args = parser.parse_args()
-    command = "python experiments/bench/run_all.py " + " ".join(sys.argv[1:])
+    command = "python -m experiments.bench.run_all " + " ".join(sys.argv[1:])
     run_all(args.out, args.quick, args.bf16, args.threads, args.runs, args.size, command.strip())
 
 

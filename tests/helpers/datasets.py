@@ -1,6 +1,6 @@
 """Writers of tiny ScanNet- and MegaDepth-format datasets in the real on-disk formats.
 
-Shared by the tests/test_data_*.py files (imported as ``test_data_helpers``); it holds no tests.
+Shared by the tests/test_data_*.py files; it holds no tests.
 Layouts follow docs/original.md#data-layout: ScanNet ``<root>/<scene>/{color/<i>.jpg, depth/<i>.png,
 pose/<i>.txt}`` with a ``name``/``score`` scene npz, a list file and ``intrinsics.npz``; MegaDepth
 ``<root>/Undistorted_SfM/<scene>/images/*.jpg``, ``<root>/phoenix/.../depths/*.h5`` and a pickled
@@ -10,6 +10,7 @@ scene-info dict.
 from __future__ import annotations
 
 import pickle
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +18,14 @@ import cv2
 import h5py
 import numpy as np
 
+from tests.helpers import ROOT
+
 # fx = fy = 577.87, cx = 319.5, cy = 239.5: the real ScanNet depth intrinsics
 # (docs/original.md#scannet).
 SCANNET_K = np.array([[577.87, 0.0, 319.5], [0.0, 577.87, 239.5], [0.0, 0.0, 1.0]])
+# the generated synthetic ScanNet-format set (`data/`) and the scene the fault tests copy
+SYNTHETIC = ROOT / "data/synthetic/scannet"
+SCENE = "scene0000_00"
 
 
 def translation(x: float, y: float = 0.0, z: float = 0.0) -> np.ndarray:
@@ -186,3 +192,15 @@ def write_megadepth_dataset(base: Path, scenes: Sequence[str] = ("0015_0.1_0.3",
         "list_path": list_path,
         "npz": npz_root / f"{scenes[0]}.npz",
     }
+
+
+def scannet_copy(tmp_path: Path) -> dict[str, Path]:
+    """A one-scene ScanNet-format training set: a real copy of a synthetic scene to break."""
+    root = tmp_path / "train"
+    shutil.copytree(SYNTHETIC / "train" / SCENE, root / SCENE)
+    index = tmp_path / "index"
+    (index / "train").mkdir(parents=True)
+    shutil.copy(SYNTHETIC / "index/scene_data/train" / f"{SCENE}.npz", index / "train")
+    listing = index / "train_list.txt"
+    listing.write_text(f"{SCENE}.npz\n")
+    return {"root": root, "npz": index / "train", "list": listing}

@@ -1,12 +1,33 @@
-"""Helpers for tests that drive `python -m loftr.train` in a subprocess."""
+"""Helpers for tests that run training: `train_fast` in this process, `python -m loftr.train` in a
+subprocess (waiting for its checkpoints and reading its output), and run-directory checks."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+import torch
+
+from loftr.lightning.run import train
+from tests.helpers.compose import compose_cfg
+
+
+def train_fast(run_dir: Path, *overrides: str) -> dict:
+    """A `debug=fast` training run into `run_dir`, in this process; `train`'s result."""
+    cfg = compose_cfg("train", "debug=fast", f"run_dir={run_dir}", *overrides)
+    return train(cfg)
+
+
+def assert_nothing_half_written(run_dir: Path) -> None:
+    """No temporary file anywhere; every checkpoint that exists is complete."""
+    leftovers = [p for p in run_dir.rglob("*") if p.is_file() and re.search(r"tmp", p.name)]
+    assert not leftovers, leftovers
+    for ckpt in run_dir.rglob("*.ckpt"):
+        torch.load(ckpt, weights_only=True)
 
 
 def wait_for_last_checkpoint(proc: subprocess.Popen, run_dir: Path, timeout: float = 300) -> Path:

@@ -1,4 +1,4 @@
-"""`python tests/nan_loss_train.py [overrides]`: `loftr.train` with one injected NaN loss.
+"""`python tests/helpers/nan_loss_train.py [overrides]`: `loftr.train` with one injected NaN loss.
 
 On rank `NAN_LOSS_RANK`, the `NAN_LOSS_CALL`-th training loss (counted from 1) gets a NaN
 added: the loss is NaN while its gradients stay finite, so only the loss check can see it. The
@@ -35,5 +35,5 @@ def inject_nan_loss(rank: int, call: int) -> None:
 if __name__ == "__main__":
     inject_nan_loss(int(os.environ["NAN_LOSS_RANK"]), int(os.environ["NAN_LOSS_CALL"]))
     # `loftr.train`'s own entry point, with its config directory given absolutely
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(main.__wrapped__)()

@@ -19,73 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from loftr.data.io import read_list
-from loftr.data.layout import ASSETS, LAYOUT
+from loftr.data.layout import IndexSplit, index_splits
 from loftr.errors import DataError
 
 #: OpenCV decodes and numpy parses outside the GIL, so threads speed a check up.
 DEFAULT_JOBS = max(1, min(8, os.cpu_count() or 1))
 
 
-def _splits(dataset: str, data_dir: Path) -> list[dict[str, Any]]:
-    """The indices of the layout and how training reads them
-    (docs/original.md#data-configs, #data-layout)."""
-    layout, assets = LAYOUT[dataset], ASSETS[dataset]
-    assets_dir = data_dir.parent / "assets"
-    if dataset == "scannet":
-        return [
-            {
-                "label": "train",
-                "list": data_dir / layout["train_list"],
-                "npz_root": data_dir / layout["train_npz_root"],
-                "root": data_dir / layout["train_root"],
-                "intrinsics": data_dir / layout["train_intrinsics"],
-                "mode": "train",
-            },
-            {
-                "label": "test",
-                "list": assets_dir / assets["list"],
-                "npz_root": assets_dir / assets["folder"],
-                "root": data_dir / layout["test_root"],
-                "intrinsics": assets_dir / assets["intrinsics"],
-                "mode": "val",  # the ScanNet-1500 pairs validate training: depth is read
-            },
-        ]
-    return [
-        {
-            "label": "train",
-            "list": data_dir / layout["train_list"],
-            "npz_root": data_dir / layout["train_npz_root"],
-            "root": data_dir / layout["train_root"],
-            "mode": "train",
-        },
-        {
-            "label": "val",
-            "list": data_dir / layout["val_list"],
-            "npz_root": data_dir / layout["val_npz_root"],
-            "root": data_dir / layout["test_root"],
-            "mode": "val",
-        },
-        {
-            "label": "test",
-            "list": assets_dir / assets["list"],
-            "npz_root": assets_dir / assets["folder"],
-            "root": data_dir / layout["test_root"],
-            "mode": "test",
-        },
-    ]
-
-
-def _open_index(dataset: str, split: dict[str, Any], npz: Path) -> Any:
+def _open_index(dataset: str, split: IndexSplit, npz: Path) -> Any:
     """The dataset of one scene index with every pair kept (no overlap filter)."""
     if dataset == "scannet":
         from loftr.data.scannet import ScanNetDataset
 
         return ScanNetDataset(
-            split["root"], npz, split["intrinsics"], mode=split["mode"], min_overlap_score=-1.0
+            split.root, npz, split.intrinsics, mode=split.mode, min_overlap_score=-1.0
         )
     from loftr.data.megadepth import MegaDepthDataset
 
-    return MegaDepthDataset(split["root"], npz, mode=split["mode"], min_overlap_score=-1.0)
+    return MegaDepthDataset(split.root, npz, mode=split.mode, min_overlap_score=-1.0)
 
 
 def _problem(check: Callable[[], object]) -> str | None:
@@ -96,15 +47,15 @@ def _problem(check: Callable[[], object]) -> str | None:
     return None
 
 
-def _checks(dataset: str, split: dict[str, Any]) -> Iterator[tuple[str, Callable[[], object]]]:
+def _checks(dataset: str, split: IndexSplit) -> Iterator[tuple[str, Callable[[], object]]]:
     """``(file, check)`` over a split's indices; one that cannot be opened is its own check."""
     try:
-        names = read_list(split["list"])
+        names = read_list(split.list_file)
     except DataError:
-        yield str(split["list"]), functools.partial(read_list, split["list"])
+        yield str(split.list_file), functools.partial(read_list, split.list_file)
         return
     for name in names:
-        npz = split["npz_root"] / (name if name.endswith(".npz") else f"{name}.npz")
+        npz = split.npz_root / (name if name.endswith(".npz") else f"{name}.npz")
         try:
             index = _open_index(dataset, split, npz)
         except DataError:
@@ -143,13 +94,14 @@ def check_files(
     """
     from tqdm import tqdm
 
+    data_dir = Path(data_dir)
     seen: set[str] = set()
     problems: list[str] = []
     with ThreadPoolExecutor(max(1, int(jobs))) as pool:
-        for split in _splits(dataset, Path(data_dir)):
-            if not split["list"].is_file():
+        for split in index_splits(dataset, data_dir, data_dir.parent / "assets"):
+            if not split.list_file.is_file():
                 continue
-            bar = tqdm(desc=f"{dataset} {split['label']}", unit="file", disable=not progress)
+            bar = tqdm(desc=f"{dataset} {split.label}", unit="file", disable=not progress)
             pending = _unseen(_checks(dataset, split), seen)
             while chunk := list(itertools.islice(pending, 256)):
                 problems += [p for p in pool.map(_problem, chunk) if p is not None]

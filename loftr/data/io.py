@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,7 @@ def check_file(path: PathLike, what: str = "file", hint: str | None = None) -> P
     Raises:
         DataError: the path is missing, a broken symlink or a directory.
     """
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_symlink():
-        target = os.readlink(p)
-        raise DataError(_with_hint(f"{what} {p} is a broken symlink (-> {target})", hint))
-    if p.exists():
-        raise DataError(_with_hint(f"{what} {p} is not a regular file", hint))
-    raise DataError(_with_hint(f"{what} {p} does not exist", hint))
+    return _existing(Path(path), Path.is_file, "a regular file", what, hint)
 
 
 def check_dir(path: PathLike, what: str = "directory", hint: str | None = None) -> Path:
@@ -66,14 +59,21 @@ def check_dir(path: PathLike, what: str = "directory", hint: str | None = None) 
     Raises:
         DataError: the path is missing, a broken symlink or not a directory.
     """
-    p = Path(path)
-    if p.is_dir():
+    return _existing(Path(path), Path.is_dir, "a directory", what, hint)
+
+
+def _existing(
+    p: Path, is_kind: Callable[[Path], bool], kind: str, what: str, hint: str | None
+) -> Path:
+    """``p`` when ``is_kind(p)``, else DataError saying whether it is a broken symlink, something
+    other than ``kind`` or absent."""
+    if is_kind(p):
         return p
     if p.is_symlink():
         target = os.readlink(p)
         raise DataError(_with_hint(f"{what} {p} is a broken symlink (-> {target})", hint))
     if p.exists():
-        raise DataError(_with_hint(f"{what} {p} is not a directory", hint))
+        raise DataError(_with_hint(f"{what} {p} is not {kind}", hint))
     raise DataError(_with_hint(f"{what} {p} does not exist", hint))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # A ScanNet scene folder: scene<4 digits>_<2 digits>.
@@ -125,3 +126,65 @@ ASSETS = {
         "list": "megadepth_test_1500_scene_info/megadepth_test_1500.txt",
     },
 }
+
+# The setup_hint parts that make the train and the test image roots.
+_ROOT_PARTS = {
+    "scannet": ("scannet_train", "scannet_test"),
+    "megadepth": ("megadepth_root", "megadepth_root"),
+}
+
+
+@dataclass(frozen=True)
+class IndexSplit:
+    """One split of a dataset's indices: where its list, scene indices and images are, how
+    training reads it (``mode``: ``train``, ``val`` or ``test``) and the set-up steps
+    (:func:`setup_hint` parts) that make its image root and its index."""
+
+    label: str
+    list_file: Path
+    npz_root: Path
+    root: Path
+    mode: str
+    root_part: str
+    index_part: str
+    intrinsics: Path | None = None
+
+
+def index_splits(dataset: str, data_dir: Path, assets_dir: Path) -> list[IndexSplit]:
+    """The splits of ``dataset`` (ScanNet: train, test; MegaDepth: train, val, test) under
+    ``data_dir`` and ``assets_dir`` (docs/original.md#data-configs, #data-layout)."""
+    layout, assets = LAYOUT[dataset], ASSETS[dataset]
+    train_part, test_part = _ROOT_PARTS[dataset]
+    train = IndexSplit(
+        "train",
+        data_dir / layout["train_list"],
+        data_dir / layout["train_npz_root"],
+        data_dir / layout["train_root"],
+        "train",
+        train_part,
+        f"{dataset}_index",
+    )
+    test = IndexSplit(
+        "test",
+        assets_dir / assets["list"],
+        assets_dir / assets["folder"],
+        data_dir / layout["test_root"],
+        "test",
+        test_part,
+        f"{dataset}_test_index",
+    )
+    if dataset == "scannet":
+        # the ScanNet-1500 pairs validate training, so they are read as val items (with depth)
+        return [
+            replace(train, intrinsics=data_dir / layout["train_intrinsics"]),
+            replace(test, mode="val", intrinsics=assets_dir / assets["intrinsics"]),
+        ]
+    val = replace(
+        train,
+        label="val",
+        list_file=data_dir / layout["val_list"],
+        npz_root=data_dir / layout["val_npz_root"],
+        root=test.root,
+        mode="val",
+    )
+    return [train, val, test]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loftr.data.layout import ASSETS, LAYOUT, SCANNET_SCENE, setup_hint
+from loftr.data.layout import SCANNET_SCENE, IndexSplit, index_splits, setup_hint
 
 
 @dataclass
@@ -55,19 +55,18 @@ def _folder_status(path: Path) -> str | None:
     return f"{path} does not exist"
 
 
-def _check_list(
-    report: LayoutReport, list_path: Path, npz_root: Path, suffix: str, part: str
-) -> list[Path]:
-    """Report a list file and its index files; return the index files that exist."""
+def _check_list(report: LayoutReport, split: IndexSplit) -> list[Path]:
+    """Report a split's list file and its index files; return the index files that exist."""
     from loftr.data.io import read_list
     from loftr.errors import DataError
 
+    list_path, npz_root, part = split.list_file, split.npz_root, split.index_part
     try:
         names = read_list(list_path)
     except DataError as err:
         report.lack(f"{err}; {setup_hint(part, list_path.parent)}")
         return []
-    files = [npz_root / (n if n.endswith(".npz") else n + suffix) for n in names]
+    files = [npz_root / (n if n.endswith(".npz") else n + ".npz") for n in names]
     present = [f for f in files if f.is_file()]
     absent = [f for f in files if not f.is_file()]
     if absent:
@@ -151,55 +150,31 @@ def verify_scannet(data_dir: Path, assets_dir: Path, sample: int = 5) -> LayoutR
     from loftr.data.io import load_intrinsics
     from loftr.errors import DataError
 
-    layout = LAYOUT["scannet"]
     report = LayoutReport("ScanNet")
-    train_root = data_dir / layout["train_root"]
-    _scannet_scenes(report, train_root, "train", "scannet_train")
-    npz_files = _check_list(
-        report,
-        data_dir / layout["train_list"],
-        data_dir / layout["train_npz_root"],
-        ".npz",
-        "scannet_index",
-    )
-    intrinsics_path = data_dir / layout["train_intrinsics"]
-    try:
-        report.found(f"{intrinsics_path}: {len(load_intrinsics(intrinsics_path))} scenes")
-    except DataError as err:
-        report.lack(f"{err}; {setup_hint('scannet_index', intrinsics_path.parent)}")
-    if train_root.is_dir():
-        _scannet_pairs(report, train_root, npz_files, sample, "train")
-
-    test_root = data_dir / layout["test_root"]
-    _scannet_scenes(report, test_root, "test", "scannet_test")
-    assets = ASSETS["scannet"]
-    test_files = _check_list(
-        report,
-        assets_dir / assets["list"],
-        assets_dir / assets["folder"],
-        ".npz",
-        "scannet_test_index",
-    )
-    test_intrinsics = assets_dir / assets["intrinsics"]
-    try:
-        report.found(f"{test_intrinsics}: {len(load_intrinsics(test_intrinsics))} scenes")
-    except DataError as err:
-        report.lack(f"{err}; {setup_hint('scannet_test_index', test_intrinsics.parent)}")
-    if test_root.is_dir():
-        _scannet_pairs(report, test_root, test_files, sample, "test")
+    for split in index_splits("scannet", data_dir, assets_dir):
+        _scannet_scenes(report, split.root, split.label, split.root_part)
+        npz_files = _check_list(report, split)
+        intrinsics = split.intrinsics
+        try:
+            report.found(f"{intrinsics}: {len(load_intrinsics(intrinsics))} scenes")
+        except DataError as err:
+            report.lack(f"{err}; {setup_hint(split.index_part, intrinsics.parent)}")
+        if split.root.is_dir():
+            _scannet_pairs(report, split.root, npz_files, sample, split.label)
     return report
 
 
-def _megadepth_root(report: LayoutReport, root: Path, label: str) -> bool:
+def _megadepth_root(report: LayoutReport, split: IndexSplit) -> bool:
+    root, label, part = split.root, split.label, split.root_part
     status = _folder_status(root)
     if status is not None:
-        report.lack(f"{label} root: {status}; {setup_hint('megadepth_root', root)}")
+        report.lack(f"{label} root: {status}; {setup_hint(part, root)}")
         return False
     absent = [n for n in ("phoenix", "Undistorted_SfM") if not (root / n).is_dir()]
     if absent:
         report.lack(
             f"{label} root {root} lacks {absent} (the scene infos' paths start with phoenix/ and "
-            f"Undistorted_SfM/); {setup_hint('megadepth_root', root)}"
+            f"Undistorted_SfM/); {setup_hint(part, root)}"
         )
         return False
     scenes = sorted(c.name for c in (root / "Undistorted_SfM").iterdir() if c.is_dir())
@@ -234,40 +209,19 @@ def _megadepth_pairs(
 
 def verify_megadepth(data_dir: Path, assets_dir: Path, sample: int = 5) -> LayoutReport:
     """Check the MegaDepth layout: train/test roots, train and val indices, MegaDepth-1500."""
-    layout = LAYOUT["megadepth"]
     report = LayoutReport("MegaDepth")
-    train_root = data_dir / layout["train_root"]
-    train_ok = _megadepth_root(report, train_root, "train")
-    train_files = _check_list(
-        report,
-        data_dir / layout["train_list"],
-        data_dir / layout["train_npz_root"],
-        ".npz",
-        "megadepth_index",
-    )
-    val_files = _check_list(
-        report,
-        data_dir / layout["val_list"],
-        data_dir / layout["val_npz_root"],
-        ".npz",
-        "megadepth_index",
-    )
+    train, val, test = index_splits("megadepth", data_dir, assets_dir)
+    train_ok = _megadepth_root(report, train)
+    train_files = _check_list(report, train)
+    val_files = _check_list(report, val)
     if train_ok:
-        _megadepth_pairs(report, train_root, train_files, sample, "train")
-    test_root = data_dir / layout["test_root"]
-    test_ok = _megadepth_root(report, test_root, "test")
+        _megadepth_pairs(report, train.root, train_files, sample, train.label)
+    test_ok = _megadepth_root(report, test)  # the val pairs' images are in the test root too
     if test_ok:
-        _megadepth_pairs(report, test_root, val_files, sample, "val")
-    assets = ASSETS["megadepth"]
-    test_files = _check_list(
-        report,
-        assets_dir / assets["list"],
-        assets_dir / assets["folder"],
-        ".npz",
-        "megadepth_test_index",
-    )
+        _megadepth_pairs(report, val.root, val_files, sample, val.label)
+    test_files = _check_list(report, test)
     if test_ok:
-        _megadepth_pairs(report, test_root, test_files, sample, "test")
+        _megadepth_pairs(report, test.root, test_files, sample, test.label)
     return report
 
 

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from experiments.bench.common import conditioned_models, machine_info, median, time_alternating
+from experiments.bench.common import (
+    conditioned_models,
+    machine_info,
+    median,
+    time_alternating,
+    write_json,
+)
 
 # docs/original.md#model-flow stages, as named by our record_function labels and by kornia's child
 # modules
@@ -234,9 +239,7 @@ def main() -> None:
         if "profile" in res:
             for stage, t in res["profile"]["stages_s"].items():
                 print(f"  {stage:45s} kornia {t['kornia']:7.3f} s   ours {t['ours']:7.3f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "inference": results}, f, indent=2)
+    write_json(args.json, {"machine": machine_info(), "inference": results})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the achieved FLOP/s as a fraction of each peak.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench.bench_inference import parse_size
-from experiments.bench.common import conditioned_models, machine_info
+from experiments.bench.common import conditioned_models, machine_info, write_json
 
 
 def _best_of(fn: Any, repeats: int) -> float:
@@ -142,9 +141,7 @@ def main() -> None:
             f"{r['fraction_of_conv']:.0%} of conv peak"
         )
     print(f"FLOPs not done by ours: {res['flops_not_done']:.0%}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "roofline": res}, f, indent=2)
+    write_json(args.json, {"machine": machine_info(), "roofline": res})
 
 
 if __name__ == "__main__":

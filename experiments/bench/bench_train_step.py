@@ -14,7 +14,6 @@ memory of the process during a step (VmHWM, reset before each step).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
 from experiments.bench.bench_inference import parse_size
-from experiments.bench.common import ROOT, machine_info
+from experiments.bench.common import ROOT, machine_info, write_json
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
 from loftr.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
@@ -193,9 +192,7 @@ def main() -> None:
             f"peak {mem['peak_rss_first_step_mib']} MiB in it, "
             f"{mem['peak_rss_later_steps_mib']} MiB in later steps"
         )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "train_step": res}, f, indent=2)
+    write_json(args.json, {"machine": machine_info(), "train_step": res})
 
 
 if __name__ == "__main__":

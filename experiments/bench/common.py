@@ -9,6 +9,7 @@ random LoFTR finds about a hundred mutual nearest neighbours at 640x480, far few
 from __future__ import annotations
 
 import copy
+import json
 import os
 import platform
 import statistics
@@ -195,3 +196,11 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def write_json(path: str | None, report: dict[str, Any]) -> None:
+    """Write a benchmark's report to ``path`` (its ``--json`` option) as indented JSON; nothing
+    when no path is given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)

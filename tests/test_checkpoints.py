@@ -25,7 +25,7 @@ from loftr.lightning import checkpoints
 from loftr.lightning.run import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
-from tests.helpers.runs import wait_for_last_checkpoint
+from tests.helpers.runs import train_command, wait_for_last_checkpoint
 
 pytestmark = pytest.mark.usefixtures("in_repo")
 
@@ -176,16 +176,7 @@ def test_an_allowed_change_that_names_no_training_key_is_refused(tmp_path):
 def test_a_second_command_on_a_live_run_directory_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loftr.train",
-            "debug=fast",
-            "logger=none",
-            "trainer.limit_train_batches=40",
-            "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={run_dir}",
-        ],
+        train_command("trainer.limit_train_batches=40", f"hydra.run.dir={run_dir}"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

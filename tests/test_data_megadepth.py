@@ -21,26 +21,15 @@ from loftr.data.megadepth import (
     resized_wh,
 )
 from loftr.errors import ConfigError, DataError
-from tests.helpers.datasets import megadepth_K, write_image, write_megadepth_scene
+from tests.helpers.datasets import (
+    NAME_KEYS,
+    PAIR_KEYS,
+    megadepth_K,
+    write_image,
+    write_megadepth_scene,
+)
 
-SPEC_KEYS = [
-    "image0",
-    "depth0",
-    "image1",
-    "depth1",
-    "T_0to1",
-    "T_1to0",
-    "K0",
-    "K1",
-    "scale0",
-    "scale1",
-    "dataset_name",
-    "scene_id",
-    "pair_id",
-    "pair_names",
-    "mask0",
-    "mask1",
-]
+ITEM_KEYS = [*PAIR_KEYS, "scale0", "scale1", *NAME_KEYS, "mask0", "mask1"]
 
 # Hand-worked docs/original.md#megadepth numbers: s = resize / max(h, w); w' = round(w s), h' =
 # round(h s); floor both to a multiple of 8; scale = [w / w', h / h']; pad to max(h', w') square;
@@ -135,7 +124,7 @@ def test_item_keys_shapes_dtypes_and_values(scene: dict[str, Path]) -> None:
     )
     assert len(ds) == 2  # overlap 0.0 fails the strict > 0.0
     item = ds[0]
-    assert list(item) == SPEC_KEYS
+    assert list(item) == ITEM_KEYS
     assert item["image0"].shape == (1, 64, 64) and item["image0"].dtype == torch.float32
     assert item["depth0"].shape == (2000, 2000) and item["depth0"].dtype == torch.float32
     assert (
@@ -175,7 +164,7 @@ def test_overlap_filter_and_test_mode(scene: dict[str, Path]) -> None:
     assert len(test) == 2  # test mode forces min_overlap_score = 0 (still strict)
     item = test[1]
     assert item["depth0"].shape == (0,) and item["depth1"].numel() == 0
-    assert list(item) == SPEC_KEYS
+    assert list(item) == ITEM_KEYS
 
 
 def test_unpadded_val_items_collate_in_batches_of_one(scene: dict[str, Path]) -> None:

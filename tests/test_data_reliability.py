@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -25,7 +24,7 @@ from loftr.lightning.run import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
 from tests.helpers.datasets import SCENE, SYNTHETIC, scannet_copy
-from tests.helpers.runs import assert_nothing_half_written
+from tests.helpers.runs import assert_nothing_half_written, train_command
 
 pytestmark = pytest.mark.usefixtures("in_repo")
 
@@ -78,21 +77,15 @@ def test_ddp_ranks_run_the_same_steps_when_a_scene_has_no_usable_pair(tmp_path):
     npz_root, listing = synthetic_index_with_an_empty_scene(tmp_path)
     run_dir = tmp_path / "run"
     result = run_to_end(
-        [
-            sys.executable,
-            "-m",
-            "loftr.train",
+        train_command(
             "hardware=cpu2",
-            "debug=fast",
-            "logger=none",
             f"dataset.train_npz_root={npz_root}",
             f"dataset.train_list_path={listing}",
             "dataset.n_samples_per_subset=2",
             "trainer.limit_train_batches=1.0",
             "trainer.limit_val_batches=1",
-            "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}",
-        ],
+        ),
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -220,21 +213,15 @@ def test_past_the_cap_every_ddp_rank_stops_at_once(tmp_path):
         if image.name not in keep:
             truncate_image(paths["root"] / SCENE, int(image.stem))
     result = run_to_end(
-        [
-            sys.executable,
-            "-m",
-            "loftr.train",
+        train_command(
             "hardware=cpu2",
-            "debug=fast",
-            "logger=none",
             f"dataset.train_data_root={paths['root']}",
             f"dataset.train_npz_root={paths['npz']}",
             f"dataset.train_list_path={paths['list']}",
             "dataset.min_overlap_score_train=0",
             "trainer.max_skipped_pairs=2",
-            "trainer.enable_progress_bar=false",
             f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+        ),
         timeout=600,
     )
     assert result.returncode != 0

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader
 from loftr.data.scannet import ScanNetDataset
 from loftr.errors import ConfigError, DataError
 from tests.helpers.datasets import (
+    NAME_KEYS,
+    PAIR_KEYS,
     SCANNET_K,
     translation,
     write_scannet_dataset,
@@ -22,20 +24,7 @@ from tests.helpers.datasets import (
     write_scannet_scene,
 )
 
-SPEC_KEYS = [
-    "image0",
-    "depth0",
-    "image1",
-    "depth1",
-    "T_0to1",
-    "T_1to0",
-    "K0",
-    "K1",
-    "dataset_name",
-    "scene_id",
-    "pair_id",
-    "pair_names",
-]
+ITEM_KEYS = [*PAIR_KEYS, *NAME_KEYS]
 
 # camera-to-world of frame 1: rotation by 90 degrees about z, then translation (1, 2, 3).
 C2W_1 = np.array([[0.0, -1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0], [0, 0, 0, 1]])
@@ -73,7 +62,7 @@ def test_item_keys_shapes_dtypes_and_values(real_format: dict[str, Path]) -> Non
     ds = _dataset(real_format, mode="train", min_overlap_score=0.4)
     assert len(ds) == 2  # 0.3 is dropped
     item = ds[0]
-    assert list(item) == SPEC_KEYS  # no mask, no scale (docs/original.md#scannet)
+    assert list(item) == ITEM_KEYS  # no mask, no scale (docs/original.md#scannet)
     assert item["image0"].shape == (1, 480, 640) and item["image0"].dtype == torch.float32
     assert 0.0 <= float(item["image0"].min()) and float(item["image0"].max()) <= 1.0
     assert item["depth0"].shape == (480, 640) and item["depth0"].dtype == torch.float32
@@ -117,7 +106,7 @@ def test_overlap_filter_is_strict_and_skipped_in_val(tmp_path: Path) -> None:
 def test_test_mode_has_empty_depth(real_format: dict[str, Path]) -> None:
     item = _dataset(real_format, mode="test", min_overlap_score=0.0)[0]
     assert item["depth0"].shape == (0,) and item["depth1"].numel() == 0
-    assert list(item) == SPEC_KEYS
+    assert list(item) == ITEM_KEYS
 
 
 def test_resized_input_adds_scale_and_keeps_depth_and_K(tmp_path: Path) -> None:
@@ -125,7 +114,7 @@ def test_resized_input_adds_scale_and_keeps_depth_and_K(tmp_path: Path) -> None:
         tmp_path, scenes=((0, 0),), color_size=(640, 480), depth_size=(640, 480)
     )
     item = _dataset(paths, img_resize=(320, 240))[0]
-    assert list(item) == [*SPEC_KEYS, "scale0", "scale1"]
+    assert list(item) == [*ITEM_KEYS, "scale0", "scale1"]
     assert item["image0"].shape == (1, 240, 320)
     assert item["depth0"].shape == (480, 640)  # stored resolution
     np.testing.assert_allclose(item["K0"].numpy(), SCANNET_K, rtol=1e-6)  # not rescaled

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import lightning as L
 import pytest
@@ -17,6 +16,7 @@ from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
+from tests.helpers.runs import train_command
 
 # processes per group, written out from the group files' intent
 # (docs/original.md#training-scripts, #lr-scaling)
@@ -84,17 +84,7 @@ def ddp_run(tmp_path_factory):
     """A real two-process DDP run over gloo (hardware=cpu2), validated on all 30 pairs."""
     run_dir = tmp_path_factory.mktemp("cpu2")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loftr.train",
-            "hardware=cpu2",
-            "debug=fast",
-            "logger=none",
-            "trainer.limit_val_batches=1.0",
-            "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={run_dir}",
-        ],
+        train_command("hardware=cpu2", "trainer.limit_val_batches=1.0", f"hydra.run.dir={run_dir}"),
         cwd=ROOT,
         check=True,
         capture_output=True,

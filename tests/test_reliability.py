@@ -36,8 +36,10 @@ from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
 from tests.helpers.datasets import SCENE, scannet_copy
 from tests.helpers.runs import (
+    SINGLE_THREAD,
     Output,
     assert_nothing_half_written,
+    train_command,
     wait_for_last_checkpoint,
     wait_until,
 )
@@ -46,19 +48,11 @@ pytestmark = pytest.mark.usefixtures("in_repo")
 
 
 # ------------------------------------------------------------------------- interruptions
-# one thread: multi-threaded CPU reductions differ in the last bits from run to run
-SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
-TRAIN = [
-    sys.executable,
-    "-m",
-    "loftr.train",
-    "debug=fast",
-    "logger=none",
+TRAIN = train_command(
     "trainer.limit_train_batches=40",
     "trainer.limit_val_batches=1",
     "checkpoint.every_n_train_steps=2",
-    "trainer.enable_progress_bar=false",
-]
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
@@ -86,17 +80,12 @@ def test_signal_saves_the_step_it_stopped_at_and_exits_cleanly(tmp_path, signum)
 
 
 VAL_BATCHES = 6
-VALIDATING = [
-    sys.executable,
-    "-m",
-    "loftr.train",
-    "debug=fast",
-    "logger=none",
+VALIDATING = train_command(
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",
     f"trainer.limit_val_batches={VAL_BATCHES}",
     "trainer.enable_progress_bar=true",  # the test reads the validation batches off the bar
-]
+)
 
 
 def validation_batches_done(output: Output, since: int = 0) -> int:

@@ -96,6 +96,18 @@ def reprojection_agreement(
     return (float(agree.sum()) / covisible if covisible else 0.0), covisible
 
 
+def assert_item_reprojects(item: dict) -> None:
+    """A loader item's depths, intrinsics and pose agree as `reprojection_agreement` checks."""
+    agreement, covisible = reprojection_agreement(
+        item["depth0"].numpy(),
+        item["depth1"].numpy(),
+        item["K0"].numpy(),
+        item["K1"].numpy(),
+        item["T_0to1"].double().numpy(),
+    )
+    assert covisible > 0 and agreement >= 0.95
+
+
 def rotation_y(deg: float) -> np.ndarray:
     """(4, 4) rotation by ``deg`` degrees about the camera y axis."""
     a = np.deg2rad(deg)
@@ -461,14 +473,7 @@ def test_scannet_loader_reads_the_synthetic_set(scannet_root):
         for i in range(len(ds)):
             item = ds[i]
             assert item["image0"].shape == (1, 480, 640) and item["depth0"].shape == (480, 640)
-            agreement, covisible = reprojection_agreement(
-                item["depth0"].numpy(),
-                item["depth1"].numpy(),
-                item["K0"].numpy(),
-                item["K1"].numpy(),
-                item["T_0to1"].double().numpy(),
-            )
-            assert covisible > 0 and agreement >= 0.95
+            assert_item_reprojects(item)
 
 
 def test_megadepth_loader_reads_the_synthetic_set(megadepth_root):
@@ -485,14 +490,7 @@ def test_megadepth_loader_reads_the_synthetic_set(megadepth_root):
             assert len(ds) == len(read_scene_info(path)["pair_infos"])
             item = ds[0]
             assert item["image0"].shape == (1, 320, 320) and item["depth0"].shape == (2000, 2000)
-            agreement, covisible = reprojection_agreement(
-                item["depth0"].numpy(),
-                item["depth1"].numpy(),
-                item["K0"].numpy(),
-                item["K1"].numpy(),
-                item["T_0to1"].double().numpy(),
-            )
-            assert covisible > 0 and agreement >= 0.95
+            assert_item_reprojects(item)
             checked += 1
     assert checked > 0
 

@@ -17,7 +17,7 @@ from loftr.errors import ConfigError
 from loftr.lightning.run import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
-from tests.helpers.runs import train_fast, wait_for_last_checkpoint
+from tests.helpers.runs import SINGLE_THREAD, train_command, train_fast, wait_for_last_checkpoint
 from tests.helpers.wandb_records import config_keys, history_rows, offline_run_file
 
 pytestmark = pytest.mark.usefixtures("in_repo")
@@ -61,22 +61,12 @@ def _final_state(run_dir: Path) -> tuple[dict, float, int]:
     return ckpt["state_dict"], lr, ckpt["global_step"]
 
 
-TRAIN = [
-    sys.executable,
-    "-m",
-    "loftr.train",
-    "debug=fast",
-    "logger=none",
+TRAIN = train_command(
     "trainer.limit_train_batches=6",
     "trainer.max_epochs=2",
     "checkpoint.every_n_train_steps=2",
     "trainer.limit_val_batches=2",
-    "trainer.enable_progress_bar=false",
-]
-
-
-# one thread: multi-threaded CPU reductions differ in the last bits from run to run
-SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+)
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):

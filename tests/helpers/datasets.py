@@ -26,6 +26,11 @@ SCANNET_K = np.array([[577.87, 0.0, 319.5], [0.0, 577.87, 239.5], [0.0, 0.0, 1.0
 # the generated synthetic ScanNet-format set (`data/`) and the scene the fault tests copy
 SYNTHETIC = ROOT / "data/synthetic/scannet"
 SCENE = "scene0000_00"
+# The keys of a dataset item, in the order the datasets build them: the pair's geometry, then its
+# names (docs/original.md#scannet); MegaDepth puts its images' scales between the two and its
+# masks last (docs/original.md#megadepth).
+PAIR_KEYS = ["image0", "depth0", "image1", "depth1", "T_0to1", "T_1to0", "K0", "K1"]
+NAME_KEYS = ["dataset_name", "scene_id", "pair_id", "pair_names"]
 
 
 def translation(x: float, y: float = 0.0, z: float = 0.0) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,23 @@ import torch
 
 from loftr.lightning.run import train
 from tests.helpers.compose import compose_cfg
+
+# one thread: multi-threaded CPU reductions differ in the last bits from run to run
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_command(*overrides: str) -> list[str]:
+    """`python -m loftr.train` as a subprocess runs it: the `debug=fast` config, no logger, no
+    progress bar, then `overrides`."""
+    return [
+        sys.executable,
+        "-m",
+        "loftr.train",
+        "debug=fast",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
 
 
 def train_fast(run_dir: Path, *overrides: str) -> dict:

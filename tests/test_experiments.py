@@ -20,11 +20,11 @@ from experiments import collect as collector
 from experiments import dashboard
 from experiments.parameters import parameter_table
 from loftr.errors import ConfigError, DataError
+from loftr.evaluation.protocol import Protocol, hash_index
 from loftr.model import LoFTR, count_parameters, parameter_counts
 from loftr.model.config import model_config
 from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import ConvBlock, ConvFeatureStack, EveryLayerPositionTransformer
-from loftr.protocol import Protocol, hash_index
 from tests.helpers import ROOT
 from tests.helpers.compose import CONF, compose_cfg
 from tests.helpers.wandb_records import offline_run_file, read_records, run_record

@@ -135,7 +135,7 @@ def test_offline_wandb_run_holds_metrics_figures_and_table(tmp_path, monkeypatch
 
 
 def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):
-    from loftr.evaluation import evaluate
+    from loftr.evaluation.testing import evaluate
 
     train_fast(tmp_path / "run", "logger=none")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -22,7 +22,6 @@ import yaml
 
 from loftr.errors import DataError
 from loftr.evaluation.protocol import Protocol, validation_protocols
-from loftr.lightning.checkpoints import atomic_write
 
 __all__ = [
     "FILE_NAME",
@@ -88,6 +87,10 @@ def write_metrics(run_dir: str | Path, kind: str, fields: Mapping[str, Any]) -> 
     missing = [key for key in REQUIRED[kind] if key not in fields]
     if missing:
         raise ValueError(f"a {kind} metrics.json needs the field(s) {missing}")
+    # the writer's helper lives with the checkpoints, which load the network: imported here, so
+    # that reading metrics.json (the collector) does not
+    from loftr.lightning.checkpoints import atomic_write
+
     document = {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
     path = Path(run_dir) / FILE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

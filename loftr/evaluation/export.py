@@ -1,11 +1,12 @@
 """`metrics.json`: the one record of a run's numbers, a training's or an evaluation's
-(docs/run_directory.md#metrics-json).
+(docs/run_directory.md#metrics-schema).
 
 :func:`write_metrics` writes it, for the training callback (`loftr.lightning.callbacks.MetricsJson`)
 and for the test run (`loftr.evaluation.testing.evaluate`); :func:`read_metrics` reads it, for
 the results collector (`experiments/collect.py`), and :func:`set_results` pairs every set's
 numbers with the protocol they were made with. The file names its sets and their protocols, so
-a reader needs neither the data nor the run's config. Files written before the schema had a
+a reader needs neither the dataset's files nor the run's config to know what the numbers mean.
+Files written before the schema had a
 version (no `schema_version`) are read too: their protocols are rebuilt from the run's recorded
 config, as they were made.
 """
@@ -74,7 +75,7 @@ def write_metrics(run_dir: str | Path, kind: str, fields: Mapping[str, Any]) -> 
     Args:
         run_dir: the run directory (created if missing).
         kind: `train` or `eval`.
-        fields: the kind's fields (docs/run_directory.md#metrics-json), JSON-ready.
+        fields: the kind's fields (docs/run_directory.md#metrics-schema), JSON-ready.
 
     Returns:
         The file's path.
@@ -192,9 +193,9 @@ def _upgrade_unversioned(
     """A file written before `schema_version` existed, in the current schema.
 
     An evaluation's file had the current evaluation fields (`protocol_key` is made where it is
-    missing); a training's (told apart by its
-    `last` record) named the pose estimator settings `protocol` and recorded no validation
-    sets, whose names and protocols are rebuilt from the run's recorded config.
+    missing); a training's (told apart by its `last` record) named the pose estimator settings
+    `protocol` and recorded no validation sets, whose names and protocols are rebuilt from the
+    run's recorded config (docs/run_directory.md#metrics-unversioned).
     """
     if "last" not in document:
         protocol = document.get("protocol")

@@ -1,12 +1,13 @@
 """`python -m experiments.collect RUN_OR_MULTIRUN_DIR [...]`: a results table beside the paper's.
 
 Reads every run under the given directories (a directory with a `metrics.json`, as training
-runs, sweep jobs and `loftr.evaluate` write them) and writes `results.md` and `results.csv`: one
-row per variant and validation (or test) set with our AUC@5/10/20, the paper's numbers that fit
-the run (experiments/paper_numbers.yaml) and the row's evaluation protocol
-(`loftr.protocol.Protocol`). Rows are grouped by protocol, and a comparison never mixes two
-protocols (docs/differences.md#7): each group is its own table. Whether the paper's
-number was made with the same protocol is said in every row. When W&B is online (logged in, or
+runs, sweep jobs and `loftr.evaluate` write them, read with `loftr.evaluation.export`) and writes
+`results.md` and `results.csv`: one row per variant and validation (or test) set with our
+AUC@5/10/20, the paper's numbers that fit the run (experiments/paper_numbers.yaml) and the row's
+evaluation protocol (`loftr.evaluation.protocol.Protocol`, as the run recorded it). Rows are
+grouped by protocol, and a comparison never mixes two protocols (docs/differences.md#7): each
+group is its own table. Whether the paper's number was made with the same protocol is said in
+every row. When W&B is online (logged in, or
 WANDB_MODE=online) the tables are also logged to a `collect` run.
 
     python -m experiments.collect multirun/ablation_table6/2026-01-01_00-00-00
@@ -19,7 +20,6 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import ConfigError, DataError
-from loftr.protocol import Protocol, check_comparable, hash_index
+from loftr.evaluation.export import FILE_NAME, hydra_file, read_metrics, set_results
+from loftr.evaluation.protocol import Protocol, check_comparable
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 THRESHOLDS = (5, 10, 20)
@@ -125,64 +125,6 @@ def _job_order(run_dir: Path) -> tuple[str, int, str]:
     return (str(run_dir.parent), int(head) if head.isdigit() else -1, run_dir.name)
 
 
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise DataError(
-            f"{path} is missing: the collector reads each run's Hydra files (.hydra/), which "
-            "`python -m loftr.train` and `python -m loftr.evaluate` write"
-        )
-    return yaml.safe_load(path.read_text())
-
-
-def _eval_index_files(dataset: Mapping[str, Any], split: str, index: int, root: Path) -> list[Path]:
-    """The index files that define evaluation set `index` of `split` (`val` or `test`): its list
-    file and the npz files it names, as `loftr.evaluation.test_index_files` hashes them."""
-    lists = dataset[f"{split}_list_path"]
-    lists = list(lists) if isinstance(lists, list) else [lists]
-    npz_roots = dataset[f"{split}_npz_root"]
-    npz_root = npz_roots[index] if isinstance(npz_roots, list) else npz_roots
-    source_key = "trainval_data_source" if split == "val" else "test_data_source"
-    list_path = root / lists[index]
-    if not list_path.is_file():
-        raise DataError(
-            f"{list_path} (dataset.{split}_list_path) is missing, so its protocol's index hash "
-            "cannot be made; run the collector where the runs ran or pass --root"
-        )
-    names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
-    suffix = "" if dataset[source_key] == "ScanNet" else ".npz"
-    return [list_path, *(root / npz_root / f"{name}{suffix}" for name in names)]
-
-
-def _resize(dataset: Mapping[str, Any], source: str) -> int | tuple[int, int]:
-    if source == "MegaDepth":
-        return int(dataset["mgdpt_img_resize"])
-    return tuple(dataset.get("scannet_img_resize") or (640, 480))
-
-
-def validation_protocol(
-    config: Mapping[str, Any], set_index: int, set_name: str, root: Path
-) -> Protocol:
-    """The protocol of a training run's validation set `set_index`, named `set_name`.
-
-    Built from the run's resolved config: the set's name, the hash of its index files, the
-    input size, the pose estimator of `eval`, and the coarse border removal of `model`.
-    """
-    dataset, evaluation = config["dataset"], config["eval"]
-    try:
-        index_hash = hash_index(_eval_index_files(dataset, "val", set_index, root))
-    except FileNotFoundError as exc:
-        raise DataError(f"{exc} Run the collector where the runs ran, or pass --root.") from None
-    return Protocol(
-        test_set=set_name,
-        index_hash=index_hash,
-        resize=_resize(dataset, dataset["trainval_data_source"]),
-        estimator=evaluation["pose_estimator"],
-        ransac_pixel_thr=float(evaluation["ransac_pixel_thr"]),
-        ransac_conf=float(evaluation["ransac_conf"]),
-        border_rm=int(config["model"]["match_coarse"]["border_rm"]),
-    )
-
-
 def _facts(config: Mapping[str, Any], choices: Mapping[str, Any], source: str) -> dict[str, Any]:
     match_coarse = config["model"]["match_coarse"]
     return {
@@ -204,7 +146,8 @@ def load_run(
     Args:
         run_dir: a directory with `metrics.json` and `.hydra/`.
         which: `last` or `best` validation of a training run (the checkpoint monitor's best).
-        root: the directory relative dataset paths start from; default the run's working
+        root: where relative dataset paths start, for a `metrics.json` written before the
+            schema had a version (its protocols are rebuilt); default the run's working
             directory as Hydra recorded it.
 
     Returns:
@@ -213,60 +156,31 @@ def load_run(
     if which not in ("last", "best"):
         raise ConfigError(f"which={which!r}: use 'last' or 'best'")
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = _read_yaml(run_dir / ".hydra" / "config.yaml")
-    hydra = _read_yaml(run_dir / ".hydra" / "hydra.yaml")["hydra"]
-    choices = hydra["runtime"]["choices"]
-    base = Path(root) if root is not None else Path(hydra["runtime"]["cwd"])
-    name = str(metrics.get("name", config.get("name")))
-
-    if "last" not in metrics:  # `python -m loftr.evaluate`
-        facts = _facts(config, choices, config["dataset"]["test_data_source"])
-        values = metrics["metrics"]
-        return [
-            ResultRow(
-                run_dir=run_dir,
-                kind="eval",
-                name=name,
-                label=name,
-                facts={**facts, "true_batch_size": None},
-                protocol=Protocol.from_dict(metrics["protocol"]),
-                auc=tuple(float(values[f"auc@{t}"]) for t in THRESHOLDS),
-                precision=_precision(values),
-            )
-        ]
-
-    record = metrics.get(which)
-    if not record:
-        return []
-    facts = _facts(config, choices, config["dataset"]["trainval_data_source"])
-    facts["true_batch_size"] = metrics.get("config", {}).get("true_batch_size")
-    # the set's position in dataset.val_list_path, named as the run named it (a set without
-    # pairs is left out of `sets`, so the order of `sets` alone is not enough)
-    names = LoFTRDataModule(config["dataset"]).val_set_names
-    rows = []
-    for set_name, values in record["sets"].items():
-        if set_name not in names:
-            raise DataError(
-                f"{run_dir}/metrics.json has validation set {set_name!r}, which the run's "
-                f"dataset config does not name (it names {names})"
-            )
-        index = names.index(set_name)
-        rows.append(
-            ResultRow(
-                run_dir=run_dir,
-                kind="train",
-                name=name,
-                label=name,
-                facts=facts,
-                protocol=validation_protocol(config, index, set_name, base),
-                auc=tuple(float(values[f"auc@{t}"]) for t in THRESHOLDS),
-                precision=_precision(values),
-                epoch=record.get("epoch"),
-                step=record.get("step"),
-            )
+    document = read_metrics(run_dir / FILE_NAME, root=root)
+    config = hydra_file(run_dir, "config")
+    choices = hydra_file(run_dir, "hydra")["hydra"]["runtime"]["choices"]
+    name = str(document.get("name", config.get("name")))
+    if document["kind"] == "eval":  # `python -m loftr.evaluate`
+        source, true_batch = config["dataset"]["test_data_source"], None
+    else:
+        source = config["dataset"]["trainval_data_source"]
+        true_batch = document.get("config", {}).get("true_batch_size")
+    facts = {**_facts(config, choices, source), "true_batch_size": true_batch}
+    return [
+        ResultRow(
+            run_dir=run_dir,
+            kind=document["kind"],
+            name=name,
+            label=name,
+            facts=facts,
+            protocol=result.protocol,
+            auc=tuple(float(result.metrics[f"auc@{t}"]) for t in THRESHOLDS),
+            precision=_precision(result.metrics),
+            epoch=result.epoch,
+            step=result.step,
         )
-    return rows
+        for result in set_results(document, which)
+    ]
 
 
 def _precision(values: Mapping[str, Any]) -> float | None:
@@ -282,8 +196,8 @@ def label_runs(rows: list[ResultRow]) -> None:
     """
     overrides = {}
     for row in rows:
-        path = row.run_dir / ".hydra" / "overrides.yaml"
-        overrides[row.run_dir] = (_read_yaml(path) or []) if path.is_file() else []
+        recorded = (row.run_dir / ".hydra" / "overrides.yaml").is_file()
+        overrides[row.run_dir] = (hydra_file(row.run_dir, "overrides") or []) if recorded else []
     common = set.intersection(*(set(v) for v in overrides.values())) if overrides else set()
     for row in rows:
         own = [o for o in overrides[row.run_dir] if o not in common]
@@ -411,7 +325,7 @@ def comparison_table(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
 
     Raises:
         ConfigError: two rows were made with different protocols (naming the fields), since
-            their numbers cannot be compared (`loftr.protocol.check_comparable`).
+            their numbers cannot be compared (`loftr.evaluation.protocol.check_comparable`).
     """
     for row in rows[1:]:
         try:
@@ -530,7 +444,7 @@ def log_to_wandb(
 
 
 def _wandb_target(rows: Sequence[ResultRow]) -> tuple[str, str | None]:
-    config = _read_yaml(rows[0].run_dir / ".hydra" / "config.yaml")
+    config = hydra_file(rows[0].run_dir, "config")
     logger = config.get("logger", {})
     return logger.get("project") or "loftr", logger.get("entity")
 
@@ -614,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--paper", default=str(PAPER_NUMBERS), help="the paper numbers file")
     parser.add_argument(
-        "--root", help="where relative dataset paths start (default: each run's cwd)"
+        "--root",
+        help="where relative dataset paths start, for metrics.json files without a "
+        "schema_version (default: each run's cwd)",
     )
     parser.add_argument(
         "--wandb",

@@ -170,7 +170,7 @@ def run_id(time_format: str) -> str:
 
 def validate_protocol(cfg: Mapping[str, Any] | DictConfig) -> None:
     """The pose protocol (`eval`) a run validates and an evaluation tests with, in range."""
-    from loftr.metrics import check_pose_estimator  # the metrics own their estimators
+    from loftr.evaluation.metrics import check_pose_estimator  # the metrics own their estimators
 
     check_ranges(cfg, EVAL_RANGES)
     check_pose_estimator(_setting(cfg, "eval.pose_estimator"))

@@ -22,7 +22,7 @@ from loftr.cli import hydra_overrides, one_line_errors
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from loftr.evaluation import evaluate
+    from loftr.evaluation.testing import evaluate
     from loftr.lightning.run import log_evaluation
 
     with open_dict(cfg):

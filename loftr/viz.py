@@ -9,7 +9,7 @@ figure into an ``(H, W, 3)`` uint8 image for W&B.
 
 Conventions: keypoints are ``(N, 2)`` pixel ``(x, y)`` in the drawn images; colours are
 ``(N, 4)`` RGBA floats in [0, 1]; epipolar errors are the squared normalised distances of
-:mod:`loftr.metrics`.
+:mod:`loftr.evaluation.metrics`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.config import validate_run_config
 from loftr.errors import CheckpointError, ConfigError
-from loftr.evaluation import evaluate
+from loftr.evaluation.testing import evaluate
 from loftr.lightning.run import train
 from loftr.match import match_pair
 from loftr.model import LoFTR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,11 +21,12 @@ from experiments import collect as collector
 from experiments import dashboard
 from experiments.parameters import parameter_table
 from loftr.errors import ConfigError, DataError
+from loftr.evaluation.export import SCHEMA_VERSION, protocol_fields, write_metrics
+from loftr.evaluation.protocol import Protocol, hash_index, validation_protocols
 from loftr.model import LoFTR, count_parameters, parameter_counts
 from loftr.model.config import model_config
 from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import ConvBlock, ConvFeatureStack, EveryLayerPositionTransformer
-from loftr.protocol import Protocol, hash_index
 from tests.helpers import ROOT
 from tests.helpers.compose import CONF, compose_cfg
 from tests.helpers.wandb_records import offline_run_file, read_records, run_record
@@ -469,8 +471,11 @@ def _fake_run(
     auc: tuple[float, float, float] = (0.1, 0.2, 0.3),
     overrides: tuple[str, ...] = (),
     variant: str | None = None,
+    versioned: bool = False,
 ) -> Path:
-    """A training run directory as `python -m loftr.train` leaves it, with a tiny val index."""
+    """A training run directory as `python -m loftr.train` leaves it, with a tiny val index: its
+    metrics.json in the current schema when `versioned`, else as written before the schema had a
+    version (its protocols are rebuilt from the config and the index files when read)."""
     (root / "index").mkdir(parents=True, exist_ok=True)
     (root / "index" / "val.txt").write_text("a.npz\n")
     (root / "index" / "a.npz").write_bytes(b"pairs")
@@ -507,7 +512,12 @@ def _fake_run(
     sets = {"val": {"auc@5": auc[0], "auc@10": auc[1], "auc@20": auc[2], "prec@5e-04": 0.5}}
     last = {"epoch": 2, "step": 30, "sets": sets}
     metrics = {"name": name, "config": {"true_batch_size": 4}, "last": last, "best": last}
-    (run / "metrics.json").write_text(json.dumps(metrics))
+    if versioned:
+        protocols = validation_protocols(config, root)  # as the training callback records them
+        val_sets = {set_name: protocol_fields(p) for set_name, p in protocols.items()}
+        write_metrics(run, "train", {**metrics, "val_sets": val_sets})
+    else:
+        (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
 
@@ -561,6 +571,53 @@ def test_collector_reads_evaluation_runs_and_finds_missing_index_files(tmp_path)
     (tmp_path / "moved" / "index" / "val.txt").unlink()
     with pytest.raises(DataError, match=r"val\.txt.*--root"):
         collector.load_run(other)
+
+
+def test_collector_reads_the_recorded_protocols_and_the_unversioned_files_alike(tmp_path):
+    """A sweep of current files collects without the index files (nothing is rebuilt) into the
+    same tables as the same sweep written before the schema had a version."""
+    for folder, versioned in (("old", False), ("new", True)):
+        _fake_run(tmp_path / folder, "0_a", overrides=("eval=ransac",), versioned=versioned)
+        _fake_run(
+            tmp_path / folder,
+            "1_b",
+            estimator="USAC_MAGSAC",
+            overrides=("eval=magsac",),
+            auc=(0.3, 0.4, 0.5),
+            versioned=versioned,
+        )
+    shutil.rmtree(tmp_path / "new" / "index")
+    old = collector.collect([tmp_path / "old"], wandb_mode=None)
+    new = collector.collect([tmp_path / "new"], wandb_mode=None)
+    recorded = json.loads((tmp_path / "new" / "0_a" / "metrics.json").read_text())
+    assert recorded["schema_version"] == SCHEMA_VERSION and recorded["kind"] == "train"
+    assert new["rows"][0].protocol == Protocol.from_dict(recorded["val_sets"]["val"]["protocol"])
+    fields = ("kind", "name", "label", "facts", "protocol", "auc", "precision", "epoch", "step")
+    assert [[getattr(r, f) for f in fields] for r in old["rows"]] == [
+        [getattr(r, f) for f in fields] for r in new["rows"]
+    ]
+    assert old["markdown"].read_text() == new["markdown"].read_text()
+    assert [r.protocol.estimator for r in new["rows"]] == ["RANSAC", "USAC_MAGSAC"]
+
+
+def test_collector_refuses_an_unknown_metrics_schema_in_one_line(tmp_path, capsys):
+    run = _fake_run(tmp_path, "0_a", versioned=True)
+    future = json.loads((run / "metrics.json").read_text())
+    future["schema_version"] = SCHEMA_VERSION + 1
+    (run / "metrics.json").write_text(json.dumps(future))
+    assert collector.main([str(tmp_path), "--wandb", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {run / 'metrics.json'} has ")
+    assert f"schema_version {SCHEMA_VERSION + 1}" in err
+
+
+def test_collector_builds_no_data_module_nor_network():
+    code = "import sys, experiments.collect; print(sorted(m for m in sys.modules if "
+    code += "m.startswith(('loftr.data.datamodule', 'loftr.model', 'loftr.lightning'))))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_paper_entries_fit_runs_by_matcher_variant_and_table():

@@ -1,4 +1,4 @@
-"""Tests of loftr.metrics against hand-worked numbers (docs/original.md#metrics)."""
+"""Tests of loftr.evaluation.metrics against hand-worked numbers (docs/original.md#metrics)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from kornia.metrics import auc_from_errors
 
 from loftr.errors import ConfigError
-from loftr.metrics import (
+from loftr.evaluation.metrics import (
     ESTIMATORS,
     aggregate_metrics,
     collect_pair_metrics,
@@ -24,7 +24,7 @@ from loftr.metrics import (
     relative_pose_error,
     symmetric_epipolar_distance,
 )
-from loftr.protocol import Protocol, check_comparable, hash_index
+from loftr.evaluation.protocol import Protocol, check_comparable, hash_index
 
 K_SIMPLE = torch.tensor(
     [[100.0, 0.0, 50.0], [0.0, 100.0, 40.0], [0.0, 0.0, 1.0]], dtype=torch.float64

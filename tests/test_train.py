@@ -14,6 +14,8 @@ import torch
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import ConfigError
+from loftr.evaluation.export import SCHEMA_VERSION
+from loftr.evaluation.protocol import Protocol
 from loftr.lightning.run import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
@@ -32,6 +34,9 @@ def test_fast_run_for_every_matcher_and_supervision(tmp_path, matcher, supervisi
     logged = trainer.logged_metrics
     assert torch.isfinite(logged["train/loss"]) and float(logged["train/loss"]) > 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["schema_version"] == SCHEMA_VERSION and metrics["kind"] == "train"
+    protocol = metrics["val_sets"]["synthetic_test"]
+    assert protocol["protocol_key"] == Protocol.from_dict(protocol["protocol"]).key()
     assert set(metrics["last"]["sets"]["synthetic_test"]) == {
         "auc@5",
         "auc@10",
@@ -125,7 +130,7 @@ def test_offline_wandb_run_holds_metrics_figures_and_table(tmp_path, monkeypatch
 
 
 def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):
-    from loftr.evaluation import evaluate
+    from loftr.evaluation.testing import evaluate
 
     train_fast(tmp_path / "run", "logger=none")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -142,6 +147,7 @@ def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):
     assert first["metrics"] == second["metrics"]
     assert first["n_pairs"] == 30
     written = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert written["schema_version"] == SCHEMA_VERSION and written["kind"] == "eval"
     assert set(written["metrics"]) == {"auc@5", "auc@10", "auc@20", "prec@5e-04"}
     assert written["protocol"]["estimator"] == "RANSAC"
     assert "resize=160x120" in written["protocol_key"]

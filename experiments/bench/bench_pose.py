@@ -4,9 +4,9 @@
 
 Each pair is two 640x480 pinhole views of random 3D points with a known relative pose; the
 matches are the projections with 0.5 px Gaussian noise, a share of them replaced by random
-outliers. `loftr.metrics.estimate_pose` runs with the evaluation protocol's settings (0.5 px,
-confidence 0.99999); the median time per pair and the median pose error (max of the rotation
-and translation angles, degrees) are reported per estimator. poselib is optional
+outliers. `loftr.evaluation.metrics.estimate_pose` runs with the evaluation protocol's settings
+(0.5 px, confidence 0.99999); the median time per pair and the median pose error (max of the
+rotation and translation angles, degrees) are reported per estimator. poselib is optional
 (`pip install poselib`); without it its row says so.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from loftr.metrics import estimate_pose, relative_pose_error
+from loftr.evaluation.metrics import estimate_pose, relative_pose_error
 
 ESTIMATOR_NAMES = ("RANSAC", "USAC_MAGSAC", "poselib")
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])

@@ -28,8 +28,8 @@ import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolve
 from experiments.bench.bench_inference import parse_size
 from experiments.bench.common import ROOT, machine_info, write_json
 from loftr.data.datamodule import LoFTRDataModule
+from loftr.evaluation.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
 from loftr.lightning.module import LoFTRModule
-from loftr.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 STAGES = (

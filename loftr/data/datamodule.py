@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from loftr.data.io import check_dir, read_list
-from loftr.data.layout import setup_hint
+from loftr.data.layout import list_names, setup_hint
 from loftr.data.sampler import RandomConcatSampler, get_local_split
 from loftr.data.skipping import SkipBrokenPairs
 from loftr.errors import ConfigError, DataError
@@ -161,12 +161,7 @@ class LoFTRDataModule(L.LightningDataModule):
         Known from the config alone (before :meth:`setup`), so the LightningModule can name its
         per-set metrics; empty when the config has no validation set.
         """
-        paths = self.config.get("val_list_path")
-        if paths is None:
-            return []
-        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
-        stems = [Path(str(p)).stem for p in paths]
-        return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
+        return list_names(self.config.get("val_list_path"))
 
     # --- Lightning hooks ------------------------------------------------------------------
 

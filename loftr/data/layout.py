@@ -80,6 +80,19 @@ def setup_hint(part: str, path: str | os.PathLike | None = None) -> str:
     return _STEPS[part].format(path=shown)
 
 
+def list_names(paths: str | os.PathLike | list | tuple | None) -> list[str]:
+    """A name per list file: its stem, made unique by its position where stems repeat.
+
+    The DataModule names its validation loaders so, and every metric and protocol of a
+    validation set carries the name; empty for no list (``None``).
+    """
+    if paths is None:
+        return []
+    paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+    stems = [Path(str(p)).stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
+
+
 def _index_root(path: Path) -> Path:
     """The folder the index archive's contents are linked into, from a path inside it.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -20,6 +19,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from loftr.evaluation.export import protocol_fields, write_metrics
+from loftr.evaluation.protocol import validation_protocols
 from loftr.lightning.checkpoints import LAST_CHECKPOINT, atomic_write
 from loftr.lightning.module import gather_objects
 from loftr.viz import figure_to_array, make_evaluation_figure
@@ -296,7 +297,8 @@ class ValidationReport(L.Callback):
 
 
 class MetricsJson(L.Callback):
-    """`<run_dir>/metrics.json`: last and best validation metrics, protocol and key settings.
+    """`<run_dir>/metrics.json` (`loftr.evaluation.export`, docs/run_directory.md#metrics-json):
+    last and best validation metrics, every validation set's protocol and key settings.
 
     Sweeps and the results collector read it without W&B; it is rewritten after every
     validation, so a killed run still has its numbers.
@@ -305,11 +307,12 @@ class MetricsJson(L.Callback):
     def __init__(
         self, run_dir: str | Path, summary: dict[str, Any], monitor: str, mode: str
     ) -> None:
-        self.path = Path(run_dir) / "metrics.json"
+        self.run_dir = Path(run_dir)
         self.summary = summary
         self.monitor, self.mode = monitor, mode
         self.last: dict[str, Any] | None = None
         self.best: dict[str, Any] | None = None
+        self.val_sets: dict[str, Any] = {}
         self.start = time.time()
 
     def state_dict(self) -> dict[str, Any]:
@@ -317,6 +320,12 @@ class MetricsJson(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last, self.best = state_dict.get("last"), state_dict.get("best")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the sets' names and protocols, from the files the run validates on (rank 0 writes)
+        if trainer.is_global_zero:
+            protocols = validation_protocols(pl_module.hparams["config"])
+            self.val_sets = {name: protocol_fields(p) for name, p in protocols.items()}
 
     def _is_better(self, value: float | None) -> bool:
         if self.best is None:
@@ -355,10 +364,11 @@ class MetricsJson(L.Callback):
     def write(self, trainer: L.Trainer, **extra: Any) -> None:
         content = {
             **self.summary,
+            "val_sets": self.val_sets,
             "last": self.last,
             "best": self.best,
             "global_step": trainer.global_step,
             "wall_time_s": round(time.time() - self.start, 1),
             **extra,
         }
-        atomic_write(self.path, lambda f: f.write(json.dumps(content, indent=2).encode()))
+        write_metrics(self.run_dir, "train", content)

@@ -15,14 +15,14 @@ import torch.distributed as dist
 
 from loftr.data.skipping import SKIPPED_KEY
 from loftr.errors import DataError, NonFiniteError
-from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
-from loftr.losses import LoFTRLoss
-from loftr.metrics import (
+from loftr.evaluation.metrics import (
     aggregate_metrics,
     collect_pair_metrics,
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
 )
+from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
+from loftr.losses import LoFTRLoss
 from loftr.model import LoFTR, count_parameters, strip_prefix
 from loftr.model.config import model_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine

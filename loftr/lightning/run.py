@@ -174,7 +174,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     summary = {
         "name": cfg.name,
-        "protocol": dict(config["eval"]),
         "parameters": module.parameter_counts(),
         "config": {
             "matcher": config["model"]["match_coarse"]["match_type"],

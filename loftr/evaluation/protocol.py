@@ -1,7 +1,7 @@
 """How a set of numbers was made: the test set (by its index files' hash), the input size, the
 pose estimator and its settings. Numbers of different protocols are never compared
 (docs/differences.md#7); evaluation, validation and the results collector share this one
-definition.
+definition, and this one way of finding a set's index files and input size from a run's config.
 """
 
 from __future__ import annotations
@@ -12,10 +12,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from loftr.data.layout import list_names
 from loftr.errors import ConfigError
-from loftr.metrics import ESTIMATORS
+from loftr.evaluation.metrics import ESTIMATORS
 
-__all__ = ["Protocol", "check_comparable", "hash_index"]
+__all__ = [
+    "Protocol",
+    "check_comparable",
+    "evaluation_protocol",
+    "hash_index",
+    "index_files",
+    "input_size",
+    "validation_protocols",
+]
 
 
 def hash_index(paths: str | Path | Iterable[str | Path], length: int = 12) -> str:
@@ -133,3 +142,93 @@ def check_comparable(protocol_a: Protocol, protocol_b: Protocol) -> None:
             "Numbers made with different evaluation protocols cannot be compared; differing "
             "field(s): " + "; ".join(differing)
         )
+
+
+# --------------------------------------------------------------------------------------------
+# A run config's evaluation sets
+# --------------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _source(dataset: Mapping[str, Any], split: str) -> str:
+    return dataset["trainval_data_source" if split == "val" else "test_data_source"]
+
+
+def index_files(
+    dataset: Mapping[str, Any], split: str, index: int = 0, root: str | Path = "."
+) -> list[Path]:
+    """The index files that define evaluation set `index` of `split`: its list file and the npz
+    files the list names (what :func:`hash_index` hashes).
+
+    Args:
+        dataset: the resolved `dataset` config.
+        split: `val` (the training's validation sets) or `test` (`loftr.evaluate`'s set).
+        index: the set's position in `dataset.<split>_list_path`.
+        root: where relative dataset paths start (the run's working directory).
+
+    Raises:
+        FileNotFoundError: the list file is missing.
+    """
+    list_path = Path(root) / _as_list(dataset[f"{split}_list_path"])[index]
+    npz_root = Path(root) / _as_list(dataset[f"{split}_npz_root"])[index]
+    if not list_path.is_file():
+        raise FileNotFoundError(
+            f"{list_path} (dataset.{split}_list_path) is missing, so its protocol's index hash "
+            "cannot be made."
+        )
+    names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
+    suffix = "" if _source(dataset, split) == "ScanNet" else ".npz"
+    return [list_path, *(npz_root / f"{name}{suffix}" for name in names)]
+
+
+def input_size(dataset: Mapping[str, Any], split: str) -> int | tuple[int, int]:
+    """The network input size of `split`'s sets: MegaDepth's longer side, ScanNet's
+    `(width, height)`."""
+    if _source(dataset, split) == "MegaDepth":
+        return int(dataset["mgdpt_img_resize"])
+    return tuple(dataset.get("scannet_img_resize") or (640, 480))
+
+
+def _set_protocol(
+    config: Mapping[str, Any], split: str, index: int, name: str, root: str | Path
+) -> Protocol:
+    dataset, evaluation = config["dataset"], config["eval"]
+    return Protocol(
+        test_set=name,
+        index_hash=hash_index(index_files(dataset, split, index, root)),
+        resize=input_size(dataset, split),
+        estimator=evaluation["pose_estimator"],
+        ransac_pixel_thr=float(evaluation["ransac_pixel_thr"]),
+        ransac_conf=float(evaluation["ransac_conf"]),
+        border_rm=int(config["model"]["match_coarse"]["border_rm"]),
+    )
+
+
+def validation_protocols(config: Mapping[str, Any], root: str | Path = ".") -> dict[str, Protocol]:
+    """The protocol of every validation set of a training config, by the set's name (the name
+    its metrics carry), in `dataset.val_list_path` order.
+
+    Args:
+        config: the resolved run config: its `dataset`, `eval` and `model.match_coarse`.
+        root: where relative dataset paths start (the run's working directory).
+
+    Raises:
+        FileNotFoundError: an index file is missing.
+    """
+    names = list_names(config["dataset"].get("val_list_path"))
+    return {name: _set_protocol(config, "val", i, name, root) for i, name in enumerate(names)}
+
+
+def evaluation_protocol(config: Mapping[str, Any], root: str | Path = ".") -> Protocol:
+    """The protocol of `loftr.evaluate`'s test set, named like a validation set (its list's
+    stem), so that the same files are one protocol whichever command scored them.
+
+    Args:
+        config: `dataset`, `eval` and the effective `model` config of the evaluation.
+        root: where relative dataset paths start.
+    """
+    name = Path(str(_as_list(config["dataset"]["test_list_path"])[0])).stem
+    return _set_protocol(config, "test", 0, name, root)

@@ -1,5 +1,6 @@
-"""Export-then-evaluate (docs/original.md#test-scripts, #lightning-module-and-metrics): predictions
-are cached once, metrics made from the cache.
+"""The test run of a checkpoint, `python -m loftr.evaluate`'s work: export-then-evaluate
+(docs/original.md#test-scripts, #lightning-module-and-metrics): predictions are cached once,
+metrics made from the cache.
 
 The cache key combines the checkpoint file's hash and the resolved model, dataset and pose
 protocol configs, so a changed threshold, resize or weight file never reuses stale predictions.
@@ -21,15 +22,16 @@ from tqdm import tqdm
 
 from loftr.config import validate_evaluate_config
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.lightning.checkpoints import atomic_write
-from loftr.metrics import (
+from loftr.evaluation.export import protocol_fields, write_metrics
+from loftr.evaluation.metrics import (
     aggregate_metrics,
     collect_pair_metrics,
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
 )
+from loftr.evaluation.protocol import evaluation_protocol
+from loftr.lightning.checkpoints import atomic_write
 from loftr.model import LoFTR
-from loftr.protocol import Protocol, hash_index
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")
@@ -145,41 +147,14 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda f: torch.save(records, f))
     metrics, rows = evaluate_predictions(records, eval_cfg)
-    protocol = Protocol(
-        # named like a validation set (the list's stem), so the same files are one protocol
-        test_set=Path(dataset_cfg["test_list_path"]).stem,
-        index_hash=hash_index(test_index_files(dataset_cfg)),
-        resize=test_resize(dataset_cfg),
-        estimator=eval_cfg["pose_estimator"],
-        ransac_pixel_thr=float(eval_cfg["ransac_pixel_thr"]),
-        ransac_conf=float(eval_cfg["ransac_conf"]),
-        border_rm=int(model_cfg["match_coarse"]["border_rm"]),
-    )
+    protocol = evaluation_protocol({"dataset": dataset_cfg, "eval": eval_cfg, "model": model_cfg})
     result = {
         "name": cfg.name,
         "ckpt": str(cfg.ckpt),
         "metrics": metrics,
-        "protocol": protocol.to_dict(),
-        "protocol_key": protocol.key(),
+        **protocol_fields(protocol),
         "n_pairs": len(records),
         "cache": str(cache),
     }
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_metrics(cfg.run_dir, "eval", result)
     return {**result, "rows": rows, "cached": cached}
-
-
-def test_index_files(dataset_cfg: dict[str, Any]) -> list[Path]:
-    """The index files that define a test set: its list and the npz files it names."""
-    list_path = Path(dataset_cfg["test_list_path"])
-    npz_root = Path(dataset_cfg["test_npz_root"])
-    names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
-    suffix = "" if dataset_cfg["test_data_source"] == "ScanNet" else ".npz"
-    return [list_path, *(npz_root / f"{name}{suffix}" for name in names)]
-
-
-def test_resize(dataset_cfg: dict[str, Any]) -> int | tuple[int, int]:
-    if dataset_cfg["test_data_source"] == "MegaDepth":
-        return int(dataset_cfg["mgdpt_img_resize"])
-    return tuple(dataset_cfg.get("scannet_img_resize", (640, 480)))

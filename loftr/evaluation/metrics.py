@@ -4,7 +4,7 @@ The building blocks keep the original LoFTR names (`src/utils/metrics.py`) so th
 be checked against it; the maths is docs/original.md#metrics. Geometry comes from kornia
 (docs/differences.md#8): the essential matrix, the symmetric epipolar distance and the angular
 pose errors. The paper's pose protocol uses OpenCV's RANSAC; USAC_MAGSAC and poselib are offered as
-named estimators, and every number carries a `loftr.protocol.Protocol`
+named estimators, and every number carries a `loftr.evaluation.protocol.Protocol`
 (docs/differences.md#7) so that numbers made differently are never compared.
 
 Conventions: keypoints are ``(N, 2)`` pixel ``(x, y)`` in the original images; ``K0``, ``K1`` are

@@ -108,14 +108,15 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     it. The network input must be divisible by the coarse stride: ScanNet-format images are resized
     to `dataset.scannet_img_resize`, MegaDepth-format ones floored to `dataset.mgdpt_df`. The
     numeric settings of `RUN_RANGES` must be in range, a GPU hardware group must find its
-    GPUs, and the model config must pass the model's check and the loss's.
+    GPUs, the model config must pass the model's check and the loss's, and the trainer, logger
+    and callbacks nodes their targets' signatures.
     """
     dataset = cfg["dataset"]
     if dataset.get("test_only"):
         name = dataset.get("name")
         raise ConfigError(
             f"dataset {name} is a test set (dataset.test_only), not a training set: test a "
-            f"checkpoint on it with `python -m loftr.evaluate ckpt=PATH dataset={name}` (the "
+            f"checkpoint on it with `python -m loftr.evaluate ckpt_path=PATH dataset={name}` (the "
             "eval_* experiments too: `python -m loftr.evaluate experiment=eval_indoor_ds`)"
         )
     stride = int(cfg["model"]["resolution"][0])
@@ -135,7 +136,10 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     check_ranges(cfg, RUN_RANGES)
     validate_protocol(cfg)
     check_gpus(cfg["hardware"])
+    from loftr.lightning.trainer import check_lightning_config  # here: they load Lightning
     from loftr.losses import check_loss_config  # here: both load torch, --cfg stays fast
+
+    check_lightning_config(cfg)  # trainer, logger, callbacks against their targets
     from loftr.model.config import model_config
 
     model = model_config(cfg["model"])  # the model's own checks
@@ -178,7 +182,10 @@ def validate_protocol(cfg: Mapping[str, Any] | DictConfig) -> None:
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Checks of an `evaluate` config before a checkpoint is read or a folder made."""
-    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
-        raise ConfigError("ckpt is not set: pass ckpt=PATH to a LoFTR checkpoint")
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("ckpt is not set: pass ckpt_path=PATH to a LoFTR checkpoint")
     check_ranges(cfg, (("hardware.num_workers", "count_or_zero"),))
     validate_protocol(cfg)
+    from loftr.lightning.trainer import check_lightning_config  # here: it loads Lightning
+
+    check_lightning_config(cfg)  # the logger against its target

@@ -22,8 +22,8 @@ import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.config import validate_run_config
 from loftr.errors import CheckpointError, ConfigError
 from loftr.evaluation import evaluate
-from loftr.lightning.run import train
-from loftr.match import match_pair
+from loftr.inference import match_pair
+from loftr.lightning.fit import train
 from loftr.model import LoFTR
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
@@ -103,7 +103,7 @@ def test_out_of_range_setting_on_the_command_line_is_one_line_and_leaves_no_fold
 @pytest.mark.parametrize("dataset", ["scannet_test_1500", "megadepth_test_1500"])
 def test_a_test_set_is_refused_by_training_naming_the_evaluate_command(dataset):
     with pytest.raises(
-        ConfigError, match=rf"python -m loftr\.evaluate ckpt=PATH dataset={dataset}"
+        ConfigError, match=rf"python -m loftr\.evaluate ckpt_path=PATH dataset={dataset}"
     ):
         validate_run_config(compose_cfg("train", f"dataset={dataset}"))
 

@@ -14,7 +14,7 @@ import torch
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import ConfigError
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
 from tests.helpers.runs import train_fast, wait_for_last_checkpoint

@@ -16,8 +16,7 @@ import wandb
 from omegaconf import OmegaConf
 from wandb.sdk.lib.service.service_connection import ServiceConnection
 
-from loftr.lightning.run import log_evaluation, wandb_mode
-from loftr.lightning.wandb_run import RUN_ID_FILE, sweep_job_names
+from loftr.lightning.loggers import RUN_ID_FILE, log_evaluation, sweep_job_names, wandb_mode
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
 from tests.helpers.runs import train_fast, wait_for_last_checkpoint

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers.compose import compose_cfg
 
 

@@ -108,8 +108,7 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     it. The network input must be divisible by the coarse stride: ScanNet-format images are resized
     to `dataset.scannet_img_resize`, MegaDepth-format ones floored to `dataset.mgdpt_df`. The
     numeric settings of `RUN_RANGES` must be in range, a GPU hardware group must find its
-    GPUs, the model config must pass the model's check and the loss's, and the trainer, logger
-    and callbacks nodes their targets' signatures.
+    GPUs, and the model config must pass the model's check and the loss's.
     """
     dataset = cfg["dataset"]
     if dataset.get("test_only"):
@@ -136,10 +135,7 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
     check_ranges(cfg, RUN_RANGES)
     validate_protocol(cfg)
     check_gpus(cfg["hardware"])
-    from loftr.lightning.trainer import check_lightning_config  # here: they load Lightning
     from loftr.losses import check_loss_config  # here: both load torch, --cfg stays fast
-
-    check_lightning_config(cfg)  # trainer, logger, callbacks against their targets
     from loftr.model.config import model_config
 
     model = model_config(cfg["model"])  # the model's own checks
@@ -186,6 +182,3 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
         raise ConfigError("ckpt is not set: pass ckpt_path=PATH to a LoFTR checkpoint")
     check_ranges(cfg, (("hardware.num_workers", "count_or_zero"),))
     validate_protocol(cfg)
-    from loftr.lightning.trainer import check_lightning_config  # here: it loads Lightning
-
-    check_lightning_config(cfg)  # the logger against its target

@@ -24,9 +24,11 @@ from loftr.cli import checkpoint_option, hydra_overrides, one_line_errors, set_r
 def main(cfg: DictConfig) -> None:
     from loftr.evaluation import evaluate
     from loftr.lightning.loggers import log_evaluation
+    from loftr.lightning.trainer import check_logger_config
 
     set_run_dir(cfg)
     checkpoint_option(cfg, hydra_overrides())
+    check_logger_config(cfg)  # before any work
     result = evaluate(cfg, hydra_overrides())  # validates, then evaluates
     log_evaluation(cfg, result)
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())

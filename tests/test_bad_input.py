@@ -202,7 +202,7 @@ def entry_error(entry: str, ckpt: Path, tmp_path: Path, *model: str) -> str:
                     "evaluate",
                     "dataset=synthetic",
                     "logger=none",
-                    f"ckpt={ckpt}",
+                    f"ckpt_path={ckpt}",
                     f"run_dir={tmp_path / 'run'}",
                     f"cache_dir={tmp_path / 'dump'}",
                     *model,
@@ -211,7 +211,7 @@ def entry_error(entry: str, ckpt: Path, tmp_path: Path, *model: str) -> str:
         else:
             image = tmp_path / "image.png"
             cv2.imwrite(str(image), np.zeros((64, 64), np.uint8))
-            match_pair(compose_cfg("match", f"ckpt={ckpt}", *model), str(image), str(image))
+            match_pair(compose_cfg("match", f"ckpt_path={ckpt}", *model), str(image), str(image))
     return str(caught.value)
 
 
@@ -268,7 +268,7 @@ def test_evaluate_config_typo_is_one_line_and_leaves_no_folder(
     tmp_path, fast_ckpt, overrides, named
 ):
     run_dir = tmp_path / "eval"
-    ckpt = [f"ckpt={fast_ckpt}"] if overrides else []
+    ckpt = [f"ckpt_path={fast_ckpt}"] if overrides else []
     proc = run_cli(
         "loftr.evaluate",
         *ckpt,
@@ -295,7 +295,12 @@ def test_match_config_typo_is_one_line(tmp_path, fast_ckpt, override, named):
     cv2.imwrite(str(image), np.zeros((64, 64), np.uint8))
     output = tmp_path / "pair.png"
     proc = run_cli(
-        "loftr.match", str(image), str(image), f"ckpt={fast_ckpt}", f"output={output}", override
+        "loftr.match",
+        str(image),
+        str(image),
+        f"ckpt_path={fast_ckpt}",
+        f"output={output}",
+        override,
     )
     assert_one_line_error(proc, named)
     assert not output.exists()
@@ -304,7 +309,7 @@ def test_match_config_typo_is_one_line(tmp_path, fast_ckpt, override, named):
 # ------------------------------------------------- model overrides on a stored model config
 def test_evaluate_applies_command_line_model_overrides_to_the_stored_config(tmp_path, fast_ckpt):
     common = [
-        f"ckpt={fast_ckpt}",
+        f"ckpt_path={fast_ckpt}",
         "dataset=synthetic",
         "debug=fast",
         "logger=none",
@@ -344,7 +349,7 @@ def test_match_uses_the_stored_model_its_coarse_stride_and_model_overrides(tmp_p
     photo = skimage.data.camera()
     cv2.imwrite(str(tmp_path / "a.png"), photo[:240, :300])
     cv2.imwrite(str(tmp_path / "b.png"), photo[6:246, 10:310])
-    overrides = [f"ckpt={ckpt}", "resize=300", "model.match_coarse.thr=0.0"]
+    overrides = [f"ckpt_path={ckpt}", "resize=300", "model.match_coarse.thr=0.0"]
     data = match_pair(
         compose_cfg("match", *overrides),
         str(tmp_path / "a.png"),
@@ -374,7 +379,10 @@ def test_printed_evaluate_and_resume_commands_work_when_pasted(tmp_path):
     best = re.search(r"best checkpoint: (\S+)", report).group(1)
     assert Path(best).is_file() and not re.search(r"[=@]", Path(best).name)
     evaluate_cmd = shlex.split(re.search(r"evaluate +: (.+)", report).group(1))
-    assert evaluate_cmd[:3] == ["python", "-m", "loftr.evaluate"] and f"ckpt={best}" in evaluate_cmd
+    assert (
+        evaluate_cmd[:3] == ["python", "-m", "loftr.evaluate"]
+        and f"ckpt_path={best}" in evaluate_cmd
+    )
     evaluated = subprocess.run(
         [
             sys.executable,

@@ -140,7 +140,7 @@ def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):
     train_fast(tmp_path / "run", "logger=none")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     overrides = [
-        f"ckpt={ckpt}",
+        f"ckpt_path={ckpt}",
         "dataset=synthetic",
         "logger=none",
         "debug=fast",

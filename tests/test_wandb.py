@@ -135,7 +135,7 @@ def test_sweep_jobs_are_named_by_their_overrides_and_grouped_by_sweep():
 
 
 def test_evaluation_run_has_job_type_eval(tmp_path):
-    cfg = compose_cfg("evaluate", "ckpt=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
+    cfg = compose_cfg("evaluate", "ckpt_path=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
     result = {"metrics": {"auc@5": 0.5}, "rows": [["a b", "s", 3, 1.0, 0.1, 0.2]]}
     log_evaluation(cfg, {**result, "protocol_key": "k"})
     run = run_record(offline_run_file(tmp_path))

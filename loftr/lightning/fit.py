@@ -29,7 +29,7 @@ from loftr.lightning.checkpoints import (
 from loftr.lightning.loggers import build_logger
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
-from loftr.lightning.trainer import build_callbacks, build_trainer
+from loftr.lightning.trainer import build_callbacks, build_trainer, check_lightning_config
 
 WHERE = {
     "training": "during training",
@@ -51,6 +51,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
     validate_run_config(cfg)
+    check_lightning_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)

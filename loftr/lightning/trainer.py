@@ -130,21 +130,20 @@ def check_node(where: str, node: Mapping[str, Any], own: set[str], fixed: dict[s
     return target
 
 
-def check_lightning_config(cfg: Mapping[str, Any] | DictConfig) -> None:
-    """The `trainer`, `logger` and `callbacks` nodes (those the config has: an evaluation has
-    only a logger) build what they name (`check_node`); `logger=none` (`_target_: null`) takes
-    only the platform's own logger keys."""
-    if "trainer" in cfg:
-        check_node("trainer", cfg["trainer"], TRAINER_OWN_KEYS, TRAINER_FIXED)
+def check_logger_config(cfg: Mapping[str, Any] | DictConfig) -> None:
+    """The `logger` node builds what it names (`check_node`). `logger=none` (`_target_: null`)
+    builds nothing, so its other keys (an experiment's `logger.group`) are not read."""
     logger = cfg["logger"]
-    if logger.get("_target_") is None:
-        for key in logger:
-            if key not in HYDRA_KEYS | LOGGER_OWN_KEYS:
-                raise ConfigError(f"logger.{key} cannot be set: logger=none builds no logger")
-    else:
+    if logger.get("_target_") is not None:
         target = load_target("logger", logger)
         wandb = inspect.isclass(target) and issubclass(target, WandbLogger)
         check_node("logger", logger, LOGGER_OWN_KEYS, WANDB_FIXED if wandb else LOGGER_FIXED)
+
+
+def check_lightning_config(cfg: Mapping[str, Any] | DictConfig) -> None:
+    """A training's `trainer`, `logger` and `callbacks` nodes build what they name."""
+    check_node("trainer", cfg["trainer"], TRAINER_OWN_KEYS, TRAINER_FIXED)
+    check_logger_config(cfg)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` leaves that callback out
             continue

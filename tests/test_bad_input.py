@@ -99,6 +99,20 @@ def test_out_of_range_setting_on_the_command_line_is_one_line_and_leaves_no_fold
     assert not run_dir.exists()
 
 
+def test_a_trainer_argument_typo_on_the_command_line_names_the_nearest_and_leaves_no_folder(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "loftr.train", "+trainer.val_chek_interval=3", "logger=none", f"hydra.run.dir={run_dir}"
+    )
+    named = (
+        r"^error: trainer\.val_chek_interval is not .*; did you mean trainer\.val_check_interval"
+    )
+    assert_one_line_error(proc, named)
+    assert not run_dir.exists()
+
+
 # ------------------------------------------------------------------- test-only configs
 @pytest.mark.parametrize("dataset", ["scannet_test_1500", "megadepth_test_1500"])
 def test_a_test_set_is_refused_by_training_naming_the_evaluate_command(dataset):
@@ -262,6 +276,7 @@ def test_checkpoint_of_other_shapes_names_keys_and_shapes_alike(tmp_path, fast_c
         ([], r"^error: ckpt is not set"),
         (["eval.pose_estimator=RANSACK"], r"'RANSACK' \(eval\.pose_estimator\)"),
         (["model.match_coarse.match_type=dual"], r"model\.match_coarse\.match_type='dual'"),
+        (["ckpt=other.ckpt"], r"^error: ckpt= and ckpt_path= are both given"),
     ],
 )
 def test_evaluate_config_typo_is_one_line_and_leaves_no_folder(

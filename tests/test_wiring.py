@@ -118,6 +118,11 @@ def test_a_key_that_is_not_an_argument_is_named_with_the_nearest(override, named
             r"set: .*samplers shard",
         ),
         ("+trainer.enable_checkpointing=false", r"^trainer\.enable_checkpointing cannot be set"),
+        (
+            "trainer.accumulate_grad_batches=4",
+            r"^trainer\.accumulate_grad_batches=4 differs from accumulate=1: set accumulate",
+        ),
+        ("trainer.devices=2", r"^trainer\.devices=2 differs from hardware\.devices=1"),
         ("+trainer.plugins=[]", r"^trainer\.plugins cannot be set: .*AtomicCheckpointIO"),
         ("+trainer.callbacks=[]", r"^trainer\.callbacks cannot be set: add a callback as"),
         ("logger=wandb +logger.id=abc", r"^logger\.id cannot be set: .*wandb_run_id"),

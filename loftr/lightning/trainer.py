@@ -9,6 +9,9 @@ the target's default (the key is dropped). Three kinds of key are not the target
   left out of the target's arguments;
 - arguments the platform sets itself (`TRAINER_FIXED`, `LOGGER_FIXED`, `WANDB_FIXED`): a config
   that sets one is refused, saying why;
+- Trainer arguments that other groups own (`TRAINER_FROM_GROUPS`: the hardware, precision,
+  accumulation, clipping) are interpolated from them; a config that sets one apart is refused,
+  naming the key to set instead (the true batch, the LR scaling and the resume checks read it);
 - the callbacks the platform's guarantees rely on (`GUARANTEED_CALLBACKS`) are added by code: a
   `callbacks.<name>` entry that targets one of them is refused.
 """
@@ -41,6 +44,16 @@ TRAINER_FIXED = {
     "default_root_dir": "the run directory is run_dir",
     "use_distributed_sampler": "the project's samplers shard scenes and pairs themselves",
     "enable_checkpointing": "last.ckpt and the top-k checkpoints are what resumes rely on",
+}
+TRAINER_FROM_GROUPS = {
+    "accelerator": "hardware.accelerator",
+    "devices": "hardware.devices",
+    "num_nodes": "hardware.num_nodes",
+    "strategy": "hardware.strategy",
+    "sync_batchnorm": "hardware.sync_batchnorm",
+    "precision": "precision",
+    "accumulate_grad_batches": "accumulate",
+    "gradient_clip_val": "optim.gradient_clipping",
 }
 LOGGER_OWN_KEYS = {"kind", "log_every_n_steps", "n_val_pairs_to_plot", "rewind"}
 LOGGER_FIXED = {"save_dir": "the logger writes into the run directory (run_dir)"}
@@ -122,11 +135,9 @@ def check_node(where: str, node: Mapping[str, Any], own: set[str], fixed: dict[s
                 raise ConfigError(f"{where}.{key} cannot be set: {fixed[key]}")
             continue
         if accepted is not None and key not in accepted:
-            (nearest,) = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.0)
-            raise ConfigError(
-                f"{where}.{key} is not an argument of {node['_target_']}; did you mean "
-                f"{where}.{nearest}?"
-            )
+            nearest = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.0)
+            hint = f"did you mean {where}.{nearest[0]}?" if nearest else "it takes no arguments"
+            raise ConfigError(f"{where}.{key} is not an argument of {node['_target_']}; {hint}")
     return target
 
 
@@ -141,8 +152,17 @@ def check_logger_config(cfg: Mapping[str, Any] | DictConfig) -> None:
 
 
 def check_lightning_config(cfg: Mapping[str, Any] | DictConfig) -> None:
-    """A training's `trainer`, `logger` and `callbacks` nodes build what they name."""
-    check_node("trainer", cfg["trainer"], TRAINER_OWN_KEYS, TRAINER_FIXED)
+    """A training's `trainer`, `logger` and `callbacks` nodes build what they name, and the
+    Trainer takes the other groups' values for their arguments (`TRAINER_FROM_GROUPS`)."""
+    trainer = cfg["trainer"]
+    check_node("trainer", trainer, TRAINER_OWN_KEYS, TRAINER_FIXED)
+    for key, source in TRAINER_FROM_GROUPS.items():
+        value = OmegaConf.select(cfg, source)
+        if key in trainer and trainer[key] != value:
+            raise ConfigError(
+                f"trainer.{key}={trainer[key]!r} differs from {source}={value!r}: set {source} "
+                "instead, the rest of the run reads it"
+            )
     check_logger_config(cfg)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` leaves that callback out

@@ -142,10 +142,12 @@ def test_what_the_guarantees_rely_on_cannot_be_configured(override, named):
         check_lightning_config(cfg)
 
 
-def test_a_null_callback_is_left_out(tmp_path):
-    cfg = compose_fast(f"run_dir={tmp_path}", "callbacks.top_k=null")
+def test_the_top_k_checkpoints_go_to_the_run_and_a_null_callback_is_left_out(tmp_path):
+    (top_k,) = build_callbacks(compose_fast(), tmp_path / "checkpoints")
+    assert top_k.dirpath == str(tmp_path / "checkpoints") and top_k.save_top_k == 5
+    cfg = compose_fast("callbacks.top_k=null")
     check_lightning_config(cfg)
-    assert build_callbacks(cfg) == []
+    assert build_callbacks(cfg, tmp_path) == []
 
 
 def test_the_deprecated_ckpt_name_still_works_with_one_line(capsys):

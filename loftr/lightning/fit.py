@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)
     ckpt_dir = run_dir / "checkpoints"
-    configured = build_callbacks(cfg)
+    configured = build_callbacks(cfg, ckpt_dir)
     best = next((c for c in configured if isinstance(c, ModelCheckpoint)), None)
     summary = {
         "name": cfg.name,

@@ -27,6 +27,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -184,9 +185,18 @@ def build(node: DictConfig, own: set[str] = frozenset(), **provided: Any) -> Any
     return instantiate(settings, _partial_=True, _convert_="all")(**provided)
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The callbacks of the `callbacks` group, in their order (null entries left out)."""
-    return [build(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[L.Callback]:
+    """The callbacks of the `callbacks` group, in their order (null entries left out); a
+    ModelCheckpoint without a `dirpath` writes into `ckpt_dir`."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        target = load_target(f"callbacks.{name}", node)
+        in_run = inspect.isclass(target) and issubclass(target, ModelCheckpoint)
+        default = {"dirpath": str(ckpt_dir)} if in_run and node.get("dirpath") is None else {}
+        callbacks.append(build(node, **default))
+    return callbacks
 
 
 def cluster_plugins() -> list:

@@ -80,17 +80,20 @@ def set_run_dir(cfg: Any) -> None:
 def checkpoint_option(cfg: Any, overrides: Sequence[str]) -> None:
     """`ckpt_path` is the checkpoint option of train, evaluate and match; `ckpt`, its former name
     in evaluate and match, still works for one release: its value moves to `ckpt_path`, with a
-    line on stderr. Both on the command line (`overrides`) is an error.
+    line on stderr. Both on the command line (`overrides`) is an error; a `ckpt` of a config file
+    gives way to a `ckpt_path` of the command line.
     """
     from omegaconf import open_dict
 
     if cfg.get("ckpt") is None:
         return
-    if any(o.lstrip("+~").startswith("ckpt_path=") for o in overrides):
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    if {"ckpt", "ckpt_path"} <= given:
         raise ConfigError("ckpt= and ckpt_path= are both given: pass ckpt_path= only")
     print("ckpt= is deprecated, use ckpt_path=", file=sys.stderr)
     with open_dict(cfg):
-        cfg.ckpt_path = cfg.pop("ckpt")
+        ckpt = cfg.pop("ckpt")
+        cfg.ckpt_path = cfg.ckpt_path if "ckpt_path" in given else ckpt
 
 
 def command(module: str, args: Sequence[str]) -> str:

@@ -156,11 +156,15 @@ def test_the_deprecated_ckpt_name_still_works_with_one_line(capsys):
     assert evaluate.ckpt_path == "old.ckpt" and "ckpt" not in evaluate
     assert match_config(["ckpt=old.ckpt"]).ckpt_path == "old.ckpt"
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["ckpt= is deprecated, use ckpt_path="] * 2
+    assert lines == ["ckpt= is deprecated, use ckpt_path="] * 2  # one line each
     # an experiment's checkpoint is replaced by the deprecated name on the command line
     experiment = compose_cfg("evaluate", "experiment=eval_indoor_ds", "ckpt=mine.ckpt")
     checkpoint_option(experiment, ["experiment=eval_indoor_ds", "ckpt=mine.ckpt"])
     assert experiment.ckpt_path == "mine.ckpt"
+    # a file's `ckpt` gives way to the command line's `ckpt_path`
+    older = compose_cfg("evaluate", "ckpt=from_a_file.ckpt", "ckpt_path=given.ckpt")
+    checkpoint_option(older, ["ckpt_path=given.ckpt"])
+    assert older.ckpt_path == "given.ckpt" and "ckpt" not in older
 
 
 def test_ckpt_and_ckpt_path_together_are_refused():

@@ -3,7 +3,7 @@
 `_target_`s, made before any work (docs/config.md#lightning-objects).
 
 Every key of such a node is an argument of its target, handed through as is; a value None means
-the target's default (the key is dropped). Three kinds of key are not the target's:
+the target's default (the key is dropped). What is not simply handed through:
 
 - the platform's own keys (`TRAINER_OWN_KEYS`, `LOGGER_OWN_KEYS`), read by the platform and
   left out of the target's arguments;

@@ -497,7 +497,7 @@ def collect(
     wandb_run = None
     mode = wandb_mode
     if mode == "auto":
-        from loftr.lightning.run import wandb_mode as resolve_mode  # imports Lightning: lazily
+        from loftr.lightning.loggers import wandb_mode as resolve_mode  # imports Lightning: lazily
 
         mode = "online" if resolve_mode(None) == "online" else None
     if mode and mode != "disabled":

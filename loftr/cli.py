@@ -1,4 +1,5 @@
-"""What the command-line entry points share: bad input in one line, and commands to paste back."""
+"""What the command-line entry points share: bad input in one line, the run directory, the
+checkpoint option, and commands to paste back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from loftr.errors import LoFTRError
+from loftr.errors import ConfigError, LoFTRError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # what Hydra writes into a job's directory before the job runs
@@ -65,6 +66,34 @@ def hydra_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if under_hydra() else []
+
+
+def set_run_dir(cfg: Any) -> None:
+    """`cfg.run_dir`, when not given, becomes the Hydra job's directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+
+
+def checkpoint_option(cfg: Any, overrides: Sequence[str]) -> None:
+    """`ckpt_path` is the checkpoint option of train, evaluate and match; `ckpt`, its former name
+    in evaluate and match, still works for one release: its value moves to `ckpt_path`, with a
+    line on stderr. Both on the command line (`overrides`) is an error; a `ckpt` of a config file
+    gives way to a `ckpt_path` of the command line.
+    """
+    from omegaconf import open_dict
+
+    if cfg.get("ckpt") is None:
+        return
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    if {"ckpt", "ckpt_path"} <= given:
+        raise ConfigError("ckpt= and ckpt_path= are both given: pass ckpt_path= only")
+    print("ckpt= is deprecated, use ckpt_path=", file=sys.stderr)
+    with open_dict(cfg):
+        ckpt = cfg.pop("ckpt")
+        cfg.ckpt_path = cfg.ckpt_path if "ckpt_path" in given else ckpt
 
 
 def command(module: str, args: Sequence[str]) -> str:

@@ -115,7 +115,7 @@ def validate_run_config(cfg: Mapping[str, Any] | DictConfig) -> None:
         name = dataset.get("name")
         raise ConfigError(
             f"dataset {name} is a test set (dataset.test_only), not a training set: test a "
-            f"checkpoint on it with `python -m loftr.evaluate ckpt=PATH dataset={name}` (the "
+            f"checkpoint on it with `python -m loftr.evaluate ckpt_path=PATH dataset={name}` (the "
             "eval_* experiments too: `python -m loftr.evaluate experiment=eval_indoor_ds`)"
         )
     stride = int(cfg["model"]["resolution"][0])
@@ -178,7 +178,7 @@ def validate_protocol(cfg: Mapping[str, Any] | DictConfig) -> None:
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Checks of an `evaluate` config before a checkpoint is read or a folder made."""
-    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
-        raise ConfigError("ckpt is not set: pass ckpt=PATH to a LoFTR checkpoint")
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("ckpt is not set: pass ckpt_path=PATH to a LoFTR checkpoint")
     check_ranges(cfg, (("hardware.num_workers", "count_or_zero"),))
     validate_protocol(cfg)

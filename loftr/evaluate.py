@@ -1,33 +1,35 @@
-"""`python -m loftr.evaluate ckpt=PATH dataset=scannet_test_1500`: test a checkpoint.
+"""`python -m loftr.evaluate ckpt_path=PATH dataset=scannet_test_1500`: test a checkpoint.
 
-    python -m loftr.evaluate ckpt=weights/indoor_ds.ckpt dataset=scannet_test_1500 \
+    python -m loftr.evaluate ckpt_path=weights/indoor_ds.ckpt dataset=scannet_test_1500 \
         model.coarse.temp_bug_fix=false model.match_coarse.border_rm=0 model_from_ckpt=false
-    python -m loftr.evaluate ckpt=outputs/default/<time>/checkpoints/last.ckpt dataset=synthetic
+    python -m loftr.evaluate ckpt_path=outputs/default/<time>/checkpoints/last.ckpt \
+        dataset=synthetic
 
 Our checkpoints carry their model config, which is used (`model_from_ckpt`) with the command
 line's `model.*` overrides on top. Predictions are cached (`cache_dir`); a second call with the
 same checkpoint and configs reuses them. Writes `metrics.json` (AUC@5/10/20, precision, the
-protocol) and logs to W&B.
+protocol) and logs to W&B. `ckpt=` is the deprecated name of `ckpt_path=`.
 """
 
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from loftr.cli import hydra_overrides, one_line_errors
+from loftr.cli import checkpoint_option, hydra_overrides, one_line_errors, set_run_dir
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     from loftr.evaluation.testing import evaluate
-    from loftr.lightning.run import log_evaluation
+    from loftr.lightning.loggers import log_evaluation
+    from loftr.lightning.trainer import check_logger_config
 
-    with open_dict(cfg):
-        cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
-    result = evaluate(cfg, hydra_overrides())
+    set_run_dir(cfg)
+    checkpoint_option(cfg, hydra_overrides())
+    check_logger_config(cfg)  # before any work
+    result = evaluate(cfg, hydra_overrides())  # validates, then evaluates
     log_evaluation(cfg, result)
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['n_pairs']} pairs  {metrics}\nprotocol {result['protocol_key']}")

@@ -8,58 +8,20 @@ python -m loftr.train hydra.run.dir=outputs/default/DIR ckpt_path=last   # resum
 
 from __future__ import annotations
 
-import signal
-
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
-from loftr.cli import one_line_errors
-from loftr.config import validate_run_config
-
-WHERE = {
-    "training": "during training",
-    "validation": "during validation (the resumed run validates that epoch again)",
-    "the end": "after the last validation",
-    "at once": "at once by a second SIGINT (nothing saved since the last last.ckpt)",
-}
-
-
-def report_stop(result: dict, run_dir: str) -> None:
-    """Say where a stop signal stopped the run and how to resume it; exit with 128 + signal.
-
-    SIGUSR1/SIGUSR2 then go to the handler installed before training, if any: submitit's
-    requeues the job (and exits itself) now that the checkpoint is on disk.
-    """
-    name, step = result["stopped_by"], result["trainer"].global_step
-    print(
-        f"stopped by {name} after step {step}, {WHERE[result['stopped_in']]}; resume with the "
-        f"same command and hydra.run.dir={run_dir}",
-        flush=True,
-    )
-    signum = signal.Signals[name]
-    handler = signal.getsignal(signum)
-    if signum in (signal.SIGUSR1, signal.SIGUSR2) and callable(handler):
-        handler(signum, None)
-    raise SystemExit(128 + signum)
+from loftr.cli import one_line_errors, set_run_dir
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    from loftr.lightning.run import train  # heavy imports after Hydra's --help / --cfg paths
+    from loftr.lightning.fit import train_command  # heavy imports after --help / --cfg
 
-    validate_run_config(cfg)  # fail fast, naming the key, before any data is touched
-    with open_dict(cfg):
-        cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
-    result = train(cfg)
-    if result["stopped_by"]:
-        report_stop(result, cfg.run_dir)
-    # a sweeper optimising the run reads this: the mean AUC@10 over the validation sets
-    return result["metrics"] and float(
-        sum(m["auc@10"] for m in result["metrics"].values()) / len(result["metrics"])
-    )
+    set_run_dir(cfg)
+    return train_command(cfg)  # validates, builds and fits; the sweep objective
 
 
 if __name__ == "__main__":

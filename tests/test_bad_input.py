@@ -22,8 +22,8 @@ import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.config import validate_run_config
 from loftr.errors import CheckpointError, ConfigError
 from loftr.evaluation.testing import evaluate
-from loftr.lightning.run import train
-from loftr.match import match_pair
+from loftr.inference import match_pair
+from loftr.lightning.fit import train
 from loftr.model import LoFTR
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
@@ -99,11 +99,25 @@ def test_out_of_range_setting_on_the_command_line_is_one_line_and_leaves_no_fold
     assert not run_dir.exists()
 
 
+def test_a_trainer_argument_typo_on_the_command_line_names_the_nearest_and_leaves_no_folder(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "loftr.train", "+trainer.val_chek_interval=3", "logger=none", f"hydra.run.dir={run_dir}"
+    )
+    named = (
+        r"^error: trainer\.val_chek_interval is not .*; did you mean trainer\.val_check_interval"
+    )
+    assert_one_line_error(proc, named)
+    assert not run_dir.exists()
+
+
 # ------------------------------------------------------------------- test-only configs
 @pytest.mark.parametrize("dataset", ["scannet_test_1500", "megadepth_test_1500"])
 def test_a_test_set_is_refused_by_training_naming_the_evaluate_command(dataset):
     with pytest.raises(
-        ConfigError, match=rf"python -m loftr\.evaluate ckpt=PATH dataset={dataset}"
+        ConfigError, match=rf"python -m loftr\.evaluate ckpt_path=PATH dataset={dataset}"
     ):
         validate_run_config(compose_cfg("train", f"dataset={dataset}"))
 
@@ -202,7 +216,7 @@ def entry_error(entry: str, ckpt: Path, tmp_path: Path, *model: str) -> str:
                     "evaluate",
                     "dataset=synthetic",
                     "logger=none",
-                    f"ckpt={ckpt}",
+                    f"ckpt_path={ckpt}",
                     f"run_dir={tmp_path / 'run'}",
                     f"cache_dir={tmp_path / 'dump'}",
                     *model,
@@ -211,7 +225,7 @@ def entry_error(entry: str, ckpt: Path, tmp_path: Path, *model: str) -> str:
         else:
             image = tmp_path / "image.png"
             cv2.imwrite(str(image), np.zeros((64, 64), np.uint8))
-            match_pair(compose_cfg("match", f"ckpt={ckpt}", *model), str(image), str(image))
+            match_pair(compose_cfg("match", f"ckpt_path={ckpt}", *model), str(image), str(image))
     return str(caught.value)
 
 
@@ -262,13 +276,14 @@ def test_checkpoint_of_other_shapes_names_keys_and_shapes_alike(tmp_path, fast_c
         ([], r"^error: ckpt is not set"),
         (["eval.pose_estimator=RANSACK"], r"'RANSACK' \(eval\.pose_estimator\)"),
         (["model.match_coarse.match_type=dual"], r"model\.match_coarse\.match_type='dual'"),
+        (["ckpt=other.ckpt"], r"^error: ckpt= and ckpt_path= are both given"),
     ],
 )
 def test_evaluate_config_typo_is_one_line_and_leaves_no_folder(
     tmp_path, fast_ckpt, overrides, named
 ):
     run_dir = tmp_path / "eval"
-    ckpt = [f"ckpt={fast_ckpt}"] if overrides else []
+    ckpt = [f"ckpt_path={fast_ckpt}"] if overrides else []
     proc = run_cli(
         "loftr.evaluate",
         *ckpt,
@@ -295,7 +310,12 @@ def test_match_config_typo_is_one_line(tmp_path, fast_ckpt, override, named):
     cv2.imwrite(str(image), np.zeros((64, 64), np.uint8))
     output = tmp_path / "pair.png"
     proc = run_cli(
-        "loftr.match", str(image), str(image), f"ckpt={fast_ckpt}", f"output={output}", override
+        "loftr.match",
+        str(image),
+        str(image),
+        f"ckpt_path={fast_ckpt}",
+        f"output={output}",
+        override,
     )
     assert_one_line_error(proc, named)
     assert not output.exists()
@@ -304,7 +324,7 @@ def test_match_config_typo_is_one_line(tmp_path, fast_ckpt, override, named):
 # ------------------------------------------------- model overrides on a stored model config
 def test_evaluate_applies_command_line_model_overrides_to_the_stored_config(tmp_path, fast_ckpt):
     common = [
-        f"ckpt={fast_ckpt}",
+        f"ckpt_path={fast_ckpt}",
         "dataset=synthetic",
         "debug=fast",
         "logger=none",
@@ -344,7 +364,7 @@ def test_match_uses_the_stored_model_its_coarse_stride_and_model_overrides(tmp_p
     photo = skimage.data.camera()
     cv2.imwrite(str(tmp_path / "a.png"), photo[:240, :300])
     cv2.imwrite(str(tmp_path / "b.png"), photo[6:246, 10:310])
-    overrides = [f"ckpt={ckpt}", "resize=300", "model.match_coarse.thr=0.0"]
+    overrides = [f"ckpt_path={ckpt}", "resize=300", "model.match_coarse.thr=0.0"]
     data = match_pair(
         compose_cfg("match", *overrides),
         str(tmp_path / "a.png"),
@@ -374,7 +394,10 @@ def test_printed_evaluate_and_resume_commands_work_when_pasted(tmp_path):
     best = re.search(r"best checkpoint: (\S+)", report).group(1)
     assert Path(best).is_file() and not re.search(r"[=@]", Path(best).name)
     evaluate_cmd = shlex.split(re.search(r"evaluate +: (.+)", report).group(1))
-    assert evaluate_cmd[:3] == ["python", "-m", "loftr.evaluate"] and f"ckpt={best}" in evaluate_cmd
+    assert (
+        evaluate_cmd[:3] == ["python", "-m", "loftr.evaluate"]
+        and f"ckpt_path={best}" in evaluate_cmd
+    )
     evaluated = subprocess.run(
         [
             sys.executable,

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError
 from loftr.lightning import checkpoints
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
 from tests.helpers.runs import train_command, wait_for_last_checkpoint
@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 import loftr.lightning.schedule
-from loftr.lightning.run import build_trainer
+from loftr.lightning.trainer import build_trainer
 
 root, run_dir = sys.argv[1], Path(sys.argv[2])
 with initialize_config_dir(config_dir=root + "/conf", version_base="1.3"):

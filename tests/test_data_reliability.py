@@ -20,7 +20,7 @@ from loftr.data.datamodule import LoFTRDataModule
 from loftr.data.sampler import RandomConcatSampler
 from loftr.data.skipping import SKIPPED_KEY, SkipBrokenPairs
 from loftr.errors import DataError
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
 from tests.helpers.datasets import SCENE, SYNTHETIC, scannet_copy

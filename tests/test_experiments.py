@@ -150,9 +150,9 @@ def test_evaluation_experiments_are_the_original_test_scripts():
         assert cfg.model.match_coarse.match_type == match_type
         assert cfg.model.coarse.temp_bug_fix is bug_fix
         assert cfg.model.match_coarse.border_rm == border_rm
-        assert cfg.ckpt == f"weights/{ckpt}.ckpt" and cfg.model_from_ckpt is False
+        assert cfg.ckpt_path == f"weights/{ckpt}.ckpt" and cfg.model_from_ckpt is False
     assert compose_experiment("eval_outdoor_ds").dataset.mgdpt_img_resize == 840
-    assert compose_experiment("eval_indoor_ds", "ckpt=mine.ckpt").ckpt == "mine.ckpt"
+    assert compose_experiment("eval_indoor_ds", "ckpt_path=mine.ckpt").ckpt_path == "mine.ckpt"
 
 
 def test_sweeps_state_their_parameters():
@@ -444,7 +444,7 @@ def test_toy_sweep_runs_as_a_hydra_multirun_and_collects_into_a_table(tmp_path, 
             "debug=fast",
             "logger=none",
             "model_from_ckpt=true",
-            f"ckpt='{jobs[0] / 'checkpoints' / 'last.ckpt'}'",
+            f"ckpt_path='{jobs[0] / 'checkpoints' / 'last.ckpt'}'",
             f"cache_dir={tmp_path / 'dump'}",
             f"hydra.run.dir={evaluation}",
         ],

@@ -1,4 +1,4 @@
-"""The inference CLI: `python -m loftr.match IMAGE0 IMAGE1 ckpt=PATH`."""
+"""The inference CLI: `python -m loftr.match IMAGE0 IMAGE1 ckpt_path=PATH`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_match_cli_prints_matches_and_writes_a_figure(tmp_path):
             "loftr.match",
             str(tmp_path / "a.png"),
             str(tmp_path / "b.png"),
-            f"ckpt={ckpt}",
+            f"ckpt_path={ckpt}",
             "resize=300",
             "model.match_coarse.thr=0.0",
             f"output={figure}",

@@ -26,12 +26,12 @@ from omegaconf import OmegaConf
 
 import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from loftr.lightning import run
+from loftr.lightning import fit
+from loftr.lightning import trainer as lightning_trainer
 from loftr.lightning.callbacks import LastCheckpoint
+from loftr.lightning.fit import report_stop, train
 from loftr.lightning.module import LoFTRModule
-from loftr.lightning.run import train
 from loftr.losses import LoFTRLoss
-from loftr.train import report_stop
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_fast
 from tests.helpers.datasets import SCENE, scannet_copy
@@ -303,7 +303,7 @@ def _fp16_with_grad_scaler(monkeypatch, init_scale: float) -> list[str]:
     """Train through `MixedPrecision("16-mixed")` and its GradScaler on the CPU (where Lightning
     would turn `precision=16-mixed` into bf16); returns the config overrides that go with it."""
     plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=init_scale))
-    monkeypatch.setattr(run, "cluster_plugins", lambda: [plugin])
+    monkeypatch.setattr(lightning_trainer, "cluster_plugins", lambda: [plugin])
     return ["precision=null"]
 
 
@@ -321,7 +321,7 @@ def test_each_precision_plugin_steps_and_skips_a_nan_loss(tmp_path, monkeypatch,
         initial.update({n: p.detach().clone() for n, p in module.named_parameters()})
         return module
 
-    monkeypatch.setattr(run, "LoFTRModule", recording_module)
+    monkeypatch.setattr(fit, "LoFTRModule", recording_module)
     _nan_loss_on_calls(monkeypatch, {2})
     result = train(
         compose_fast(f"run_dir={tmp_path}", "logger=csv", "trainer.limit_val_batches=1", *overrides)

@@ -16,7 +16,7 @@ import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
 from loftr.errors import ConfigError
 from loftr.evaluation.export import SCHEMA_VERSION
 from loftr.evaluation.protocol import Protocol
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
 from tests.helpers.runs import SINGLE_THREAD, train_command, train_fast, wait_for_last_checkpoint
@@ -135,7 +135,7 @@ def test_evaluate_writes_metrics_and_reuses_cached_predictions(tmp_path):
     train_fast(tmp_path / "run", "logger=none")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     overrides = [
-        f"ckpt={ckpt}",
+        f"ckpt_path={ckpt}",
         "dataset=synthetic",
         "logger=none",
         "debug=fast",

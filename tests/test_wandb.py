@@ -16,8 +16,7 @@ import wandb
 from omegaconf import OmegaConf
 from wandb.sdk.lib.service.service_connection import ServiceConnection
 
-from loftr.lightning.run import log_evaluation, wandb_mode
-from loftr.lightning.wandb_run import RUN_ID_FILE, sweep_job_names
+from loftr.lightning.loggers import RUN_ID_FILE, log_evaluation, sweep_job_names, wandb_mode
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg
 from tests.helpers.runs import train_fast, wait_for_last_checkpoint
@@ -136,7 +135,7 @@ def test_sweep_jobs_are_named_by_their_overrides_and_grouped_by_sweep():
 
 
 def test_evaluation_run_has_job_type_eval(tmp_path):
-    cfg = compose_cfg("evaluate", "ckpt=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
+    cfg = compose_cfg("evaluate", "ckpt_path=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
     result = {"metrics": {"auc@5": 0.5}, "rows": [["a b", "s", 3, 1.0, 0.1, 0.2]]}
     log_evaluation(cfg, {**result, "protocol_key": "k"})
     run = run_record(offline_run_file(tmp_path))

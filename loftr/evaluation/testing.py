@@ -114,7 +114,7 @@ def evaluate_predictions(records: list[dict[str, Any]], eval_cfg: Any) -> tuple[
 
 
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate `cfg.ckpt` on `cfg.dataset`'s test set; write `metrics.json` into the run dir.
+    """Evaluate `cfg.ckpt_path` on `cfg.dataset`'s test set; write `metrics.json` into the run dir.
 
     The checkpoint, the model config and the protocol settings are checked before anything is
     written; nothing is created for a bad input.
@@ -128,11 +128,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         `metrics`, `protocol`, `cache` (the prediction file) and `cached` (True when reused).
     """
     validate_evaluate_config(cfg)
-    matcher = LoFTR.from_checkpoint(cfg.ckpt, cfg.model, overrides, cfg.model_from_ckpt)
+    matcher = LoFTR.from_checkpoint(cfg.ckpt_path, cfg.model, overrides, cfg.model_from_ckpt)
     model_cfg = matcher.config
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt, model_cfg, dataset_cfg) / PREDICTION_FILE
+    cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt_path, model_cfg, dataset_cfg) / PREDICTION_FILE
     datamodule = LoFTRDataModule(cfg.dataset, num_workers=cfg.hardware.num_workers, seed=cfg.seed)
     cached = cache.is_file()
     if cached:
@@ -150,7 +150,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     protocol = evaluation_protocol({"dataset": dataset_cfg, "eval": eval_cfg, "model": model_cfg})
     result = {
         "name": cfg.name,
-        "ckpt": str(cfg.ckpt),
+        "ckpt": str(cfg.ckpt_path),
         "metrics": metrics,
         **protocol_fields(protocol),
         "n_pairs": len(records),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from loftr.lightning.run import train
+from loftr.lightning.fit import train
 from tests.helpers.compose import compose_cfg
 
 # one thread: multi-threaded CPU reductions differ in the last bits from run to run

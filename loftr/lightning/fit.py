@@ -1,16 +1,16 @@
-"""Builds a run from the composed config: data, module, loggers, callbacks, Trainer; and fits."""
+"""A training run from its composed config: data, module, logger, callbacks and Trainer, the
+fit, the report of where its outputs are, and what `python -m loftr.train` does with the
+result (the exit code of a stopped run, the sweep objective)."""
 
 from __future__ import annotations
 
-import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -18,120 +18,25 @@ from omegaconf import DictConfig, OmegaConf
 from loftr.cli import command, hydra_overrides, under_hydra
 from loftr.config import group_choice, validate_run_config
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import (
     LAST_CHECKPOINT,
-    AtomicCheckpointIO,
     ResumeGuard,
     RunLock,
     remove_leftovers,
     resolve_ckpt_path,
 )
+from loftr.lightning.loggers import build_logger
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
-from loftr.lightning.wandb_run import (
-    RunLogger,
-    run_init_arguments,
-    sweep_job_names,
-    wandb_logged_in,
-)
+from loftr.lightning.trainer import build_callbacks, build_trainer, check_lightning_config
 
-
-def wandb_mode(requested: str | None) -> str:
-    """`online` when W&B has credentials for its host (`wandb_logged_in`), else `offline`,
-    unless asked otherwise.
-
-    WANDB_MODE in the environment wins over the config's `logger.mode`.
-    """
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if requested:
-        return requested
-    return "online" if wandb_logged_in() else "offline"
-
-
-def build_logger(
-    cfg: DictConfig,
-    run_dir: Path,
-    config: dict[str, Any],
-    job_type: str = "train",
-    ckpt_path: str | None = None,
-) -> Logger | bool:
-    """The logger of `cfg.logger.kind`: wandb, csv or none.
-
-    A training's W&B run (`job_type="train"`) is continued across resumes, reruns and requeues
-    and rewound to `ckpt_path` (`run_init_arguments`); a sweep job is named by its overrides
-    and grouped by its sweep unless `logger.group` is set.
-    """
-    kind = cfg.logger.kind
-    if kind == "none":
-        return False
-    if kind == "csv":
-        return CSVLogger(save_dir=run_dir, name="csv", version="")
-    if kind == "wandb":
-        log_model = cfg.logger.get("log_model", False)
-        if not isinstance(log_model, bool):
-            raise ConfigError(f"logger.log_model={log_model!r} must be true or false")
-        job_name, sweep = sweep_job_names(HydraConfig.get() if HydraConfig.initialized() else None)
-        rewind = bool(cfg.logger.get("rewind", True))
-        identity = run_init_arguments(run_dir, ckpt_path, rewind) if job_type == "train" else {}
-        return RunLogger(
-            name=job_name or cfg.name,
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            group=cfg.logger.group or sweep,
-            tags=list(cfg.logger.tags),
-            save_dir=str(run_dir),
-            mode=wandb_mode(cfg.logger.mode),
-            config=config,
-            job_type=job_type,
-            upload_checkpoints=log_model,
-            **identity,
-        )
-    raise ConfigError(
-        f"logger.kind={kind!r} is unknown; use logger=wandb, logger=csv or logger=none"
-    )
-
-
-def cluster_plugins() -> list:
-    """Atomic checkpoint writes; under SLURM, leave requeueing to the submitit launcher (one
-    mechanism, not two)."""
-    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-    return [AtomicCheckpointIO(), *slurm]
-
-
-def build_trainer(
-    cfg: DictConfig, run_dir: Path, logger: Logger | bool, callbacks: list
-) -> L.Trainer:
-    hw, tr = cfg.hardware, cfg.trainer
-    return L.Trainer(
-        accelerator=hw.accelerator,
-        devices=hw.devices,
-        num_nodes=hw.num_nodes,
-        strategy=hw.strategy,
-        precision=cfg.precision,
-        sync_batchnorm=hw.sync_batchnorm,
-        benchmark=hw.benchmark,
-        max_epochs=tr.max_epochs,
-        max_steps=tr.max_steps,
-        check_val_every_n_epoch=tr.check_val_every_n_epoch,
-        limit_train_batches=tr.limit_train_batches,
-        limit_val_batches=tr.limit_val_batches,
-        num_sanity_val_steps=tr.num_sanity_val_steps,
-        enable_progress_bar=tr.enable_progress_bar,
-        profiler=tr.profiler,
-        gradient_clip_val=cfg.optim.gradient_clipping,
-        gradient_clip_algorithm="norm",
-        accumulate_grad_batches=cfg.accumulate,
-        log_every_n_steps=cfg.logger.log_every_n_steps,
-        logger=logger,
-        callbacks=callbacks,
-        plugins=cluster_plugins(),
-        default_root_dir=str(run_dir),
-        use_distributed_sampler=False,  # our samplers shard scenes and pairs themselves
-        enable_checkpointing=True,
-    )
+WHERE = {
+    "training": "during training",
+    "validation": "during validation (the resumed run validates that epoch again)",
+    "the end": "after the last validation",
+    "at once": "at once by a second SIGINT (nothing saved since the last last.ckpt)",
+}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -146,6 +51,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
     validate_run_config(cfg)
+    check_lightning_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
@@ -162,16 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)
     ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        # no `=` or `@` in the name: `ckpt=<path>` must parse as a Hydra override unquoted
-        filename="epoch{epoch}-auc5_{auc@5:.3f}-auc10_{auc@10:.3f}-auc20_{auc@20:.3f}",
-        auto_insert_metric_name=False,
-        monitor=cfg.checkpoint.monitor,
-        mode=cfg.checkpoint.mode,
-        save_top_k=cfg.checkpoint.save_top_k,
-        save_last=False,
-    )
+    configured = build_callbacks(cfg, ckpt_dir)
+    best = next((c for c in configured if isinstance(c, ModelCheckpoint)), None)
     summary = {
         "name": cfg.name,
         "parameters": module.parameter_counts(),
@@ -191,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     last = LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps)
     callbacks = [
-        best,
+        *configured,
         last,
         ValidationReport(run_dir, cfg.logger.n_val_pairs_to_plot, cfg.eval.epi_err_thr),
         MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
@@ -224,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             lock.release()
     return {
         "metrics": module.validation_results,
-        "best_ckpt": best.best_model_path or None,
+        "best_ckpt": (best and best.best_model_path) or None,
         "run_dir": run_dir,
         "trainer": trainer,
         "module": module,
@@ -235,18 +133,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def report_run(
-    run_dir: Path, best: ModelCheckpoint, logger: Logger | bool, trainer: L.Trainer
+    run_dir: Path, best: ModelCheckpoint | None, logger: Logger | bool, trainer: L.Trainer
 ) -> None:
     """Print where the run's outputs are, how to sync an offline W&B run, and the commands that
     evaluate and resume it, ready to paste (only for checkpoints that exist)."""
     if not trainer.is_global_zero:
         return
     last = run_dir / "checkpoints" / LAST_CHECKPOINT
-    best_path = (
-        best.best_model_path
-        if best.best_model_path and Path(best.best_model_path).is_file()
-        else None
-    )
+    best_path = best and best.best_model_path
+    best_path = best_path if best_path and Path(best_path).is_file() else None
     lines = [f"run directory : {run_dir}"]
     lines.append(f"best checkpoint: {best_path or '(none saved)'}")
     lines.append(f"last checkpoint: {last if last.is_file() else '(none saved)'}")
@@ -266,7 +161,7 @@ def report_run(
 def evaluate_command(ckpt: str | Path) -> str:
     """`python -m loftr.evaluate` of a checkpoint on this run's dataset, as the run was started:
     its `dataset` and `debug` choices and `dataset.*` overrides (the model comes from `ckpt`)."""
-    args = [f"ckpt={ckpt}"]
+    args = [f"ckpt_path={ckpt}"]
     for group in ("dataset", "debug"):
         if choice := group_choice(group, ""):
             args.append(choice)
@@ -280,20 +175,31 @@ def resume_command(run_dir: Path) -> str:
     return command("loftr.train", [*kept, f"hydra.run.dir={run_dir}", "ckpt_path=last"])
 
 
-def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
-    """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
-    if not logger:
-        return
-    logger.log_metrics({f"test/{k}": v for k, v in result["metrics"].items()})
-    if isinstance(logger, WandbLogger):
-        logger.log_table(
-            key="test_pairs",
-            columns=["pair", "scene", "matches", "precision", "R_err", "t_err"],
-            data=result["rows"],
-        )
-        logger.experiment.summary.update({"protocol": result["protocol_key"]})
-        logger.experiment.finish()
-    else:
-        logger.save()
+def train_command(cfg: DictConfig) -> float | None:
+    """`python -m loftr.train`'s work: fit; exit as `report_stop` says when a signal stopped the
+    run; else return the objective a sweeper optimises: the mean of `cfg.objective` (a
+    validation metric, e.g. `auc@10`) over the validation sets, None without a validation."""
+    result = train(cfg)
+    if result["stopped_by"]:
+        report_stop(result, cfg.run_dir)
+    metrics = result["metrics"]
+    return metrics and float(sum(m[cfg.objective] for m in metrics.values()) / len(metrics))
+
+
+def report_stop(result: dict, run_dir: str) -> None:
+    """Say where a stop signal stopped the run and how to resume it; exit with 128 + signal.
+
+    SIGUSR1/SIGUSR2 then go to the handler installed before training, if any: submitit's
+    requeues the job (and exits itself) now that the checkpoint is on disk.
+    """
+    name, step = result["stopped_by"], result["trainer"].global_step
+    print(
+        f"stopped by {name} after step {step}, {WHERE[result['stopped_in']]}; resume with the "
+        f"same command and hydra.run.dir={run_dir}",
+        flush=True,
+    )
+    signum = signal.Signals[name]
+    handler = signal.getsignal(signum)
+    if signum in (signal.SIGUSR1, signal.SIGUSR2) and callable(handler):
+        handler(signum, None)
+    raise SystemExit(128 + signum)

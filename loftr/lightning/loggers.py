@@ -1,6 +1,8 @@
-"""One W&B run per training: its id kept in the run directory and continued by every resume,
-rerun and requeue, its history rewound to the checkpoint it resumes from, sweep jobs named by
-their overrides, and checkpoints uploaded as model artifacts.
+"""The run's logger, built from `conf/logger` (`build_logger`), and the evaluation's logging.
+
+With W&B, one W&B run per training: its id kept in the run directory and continued by every
+resume, rerun and requeue, its history rewound to the checkpoint it resumes from, sweep jobs
+named by their overrides, and checkpoints uploaded as model artifacts.
 
 `RunLogger` makes W&B's own step (`_step`) the trainer's logging step. A run resumed from a
 checkpoint logs again from the checkpoint's `global_step`, so it rewinds the W&B run to the
@@ -19,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from loftr.errors import ConfigError
 from loftr.lightning.checkpoints import atomic_write
+from loftr.lightning.trainer import LOGGER_OWN_KEYS, build, load_target
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -94,17 +99,17 @@ def checkpoint_step(path: str | Path) -> int:
 
 class RunLogger(WandbLogger):
     """Lightning's WandbLogger with W&B's step set to the trainer's logging step, uploading
-    checkpoints as versions of the `model-<run id>` artifact when `upload_checkpoints` is on:
+    checkpoints as versions of the `model-<run id>` artifact when `log_model` is on:
     `last.ckpt` after every save (periodic, after validation, at the end, on a stop signal;
     alias `last`) and each new best of ModelCheckpoint (alias `best`).
 
     W&B copies a file when it is logged, so a later rewrite of `last.ckpt` does not change an
-    uploaded version.
+    uploaded version. `log_model` replaces WandbLogger's own (which uploads only at the end).
     """
 
-    def __init__(self, *args: Any, upload_checkpoints: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, log_model: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.upload_checkpoints = upload_checkpoints
+        self.upload_checkpoints = log_model
         self._uploaded_best: str | None = None
         self._step = 0
 
@@ -135,3 +140,73 @@ class RunLogger(WandbLogger):
         artifact = wandb.Artifact(f"model-{self.experiment.id}", type="model", metadata=metadata)
         artifact.add_file(str(path), name=path.name)
         self.experiment.log_artifact(artifact, aliases=[alias])
+
+
+def wandb_mode(requested: str | None) -> str:
+    """`online` when W&B has credentials for its host (`wandb_logged_in`), else `offline`,
+    unless asked otherwise.
+
+    WANDB_MODE in the environment wins over the config's `logger.mode`.
+    """
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested:
+        return requested
+    return "online" if wandb_logged_in() else "offline"
+
+
+def build_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    job_type: str = "train",
+    ckpt_path: str | None = None,
+) -> Logger | bool:
+    """The logger of `cfg.logger` (its `_target_`; null: none), writing into `run_dir`.
+
+    A W&B logger logs `config` and resolves `logger.mode` (`wandb_mode`). A training's W&B run
+    (`job_type="train"`) is continued across resumes, reruns and requeues and rewound to
+    `ckpt_path` (`run_init_arguments`); a sweep job is named by its overrides and grouped by its
+    sweep, unless `logger.name`, `logger.group` or `logger.job_type` say otherwise.
+    """
+    node = cfg.logger
+    if node.get("_target_") is None:
+        return False
+    target = load_target("logger", node)
+    if not (isinstance(target, type) and issubclass(target, WandbLogger)):
+        return build(node, LOGGER_OWN_KEYS, save_dir=str(run_dir))
+    log_model = node.get("log_model", False)
+    if not isinstance(log_model, bool):
+        raise ConfigError(f"logger.log_model={log_model!r} must be true or false")
+    job_name, sweep = sweep_job_names(HydraConfig.get() if HydraConfig.initialized() else None)
+    rewind = bool(node.get("rewind", True))
+    identity = run_init_arguments(run_dir, ckpt_path, rewind) if job_type == "train" else {}
+    defaults = {"name": job_name or cfg.name, "group": sweep, "job_type": job_type}
+    return build(
+        node,
+        LOGGER_OWN_KEYS,
+        **{key: value for key, value in defaults.items() if node.get(key) is None},
+        save_dir=str(run_dir),
+        mode=wandb_mode(node.get("mode")),
+        config=config,
+        **identity,
+    )
+
+
+def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
+    """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
+    if not logger:
+        return
+    logger.log_metrics({f"test/{k}": v for k, v in result["metrics"].items()})
+    if isinstance(logger, WandbLogger):
+        logger.log_table(
+            key="test_pairs",
+            columns=["pair", "scene", "matches", "precision", "R_err", "t_err"],
+            data=result["rows"],
+        )
+        logger.experiment.summary.update({"protocol": result["protocol_key"]})
+        logger.experiment.finish()
+    else:
+        logger.save()

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 #: Bump when the generated content changes, so that cached sets are regenerated.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMATS = ("scannet", "megadepth")
 
@@ -32,18 +32,18 @@ FORMATS = ("scannet", "megadepth")
 #: under a minute on two cores. Tests pass tinier sizes.
 DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "scannet": {
-        "train_scenes": 6,
-        "frames_per_scene": 30,
-        "test_scenes": 2,
-        "test_frames_per_scene": 20,
-        "test_pairs_per_scene": 15,
+        "train_scenes": 36,
+        "frames_per_scene": 16,
+        "test_scenes": 6,
+        "test_frames_per_scene": 12,
+        "test_pairs_per_scene": 5,
     },
     "megadepth": {
-        "train_scenes": 6,
-        "frames_per_scene": 24,
-        "test_scenes": 2,
-        "test_frames_per_scene": 20,
-        "test_pairs_per_scene": 15,
+        "train_scenes": 36,
+        "frames_per_scene": 16,
+        "test_scenes": 6,
+        "test_frames_per_scene": 12,
+        "test_pairs_per_scene": 5,
     },
 }
 _MIN_SIZES = {

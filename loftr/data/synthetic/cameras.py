@@ -52,11 +52,6 @@ def camera_pose(position: Sequence[float], forward: Sequence[float], roll: float
     return pose
 
 
-def camera_centres(poses: Sequence[np.ndarray]) -> np.ndarray:
-    """(N, 3) world positions of the cameras with world-to-camera ``poses`` (4, 4)."""
-    return np.stack([-p[:3, :3].T @ p[:3, 3] for p in poses]).reshape(-1, 3)
-
-
 def _direction(yaw: float, pitch: float) -> np.ndarray:
     """Unit world vector with heading ``yaw`` (from +x towards +y) and elevation ``pitch``."""
     return np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])

@@ -3,7 +3,8 @@
 World frame z up, metres. ``indoor_scene`` builds a room with walls, posters, furniture boxes and
 free-standing occluders; ``outdoor_scene`` a plaza with a landmark, a ring of buildings and street
 furniture. The camera paths (``cameras``) are drawn first, so that the occluders can stand between
-the cameras and the walls without swallowing a camera: each keeps clear of every camera centre.
+the cameras and what they look at, without swallowing a camera: each keeps clear of every camera
+centre.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Room:
 ROOM_CAMERA_MARGIN = 1.2
 ROOM_FURNITURE_DEPTH = 1.0
 #: Free-standing occluders per room (tables, screens, columns), drawn from [lo, hi).
-ROOM_OCCLUDERS = (3, 7)
+ROOM_OCCLUDERS = (4, 9)
 #: Metres an occluder's footprint keeps from every camera centre (indoor, outdoor).
 ROOM_OCCLUDER_CLEARANCE = 0.5
 PLAZA_OCCLUDER_CLEARANCE = 3.0
@@ -169,31 +170,59 @@ def random_room(rng: np.random.Generator) -> Room:
     return Room(rng.uniform(4.0, 7.0), rng.uniform(4.0, 7.0), rng.uniform(2.5, 3.2))
 
 
-def _clear_of(
-    xy: np.ndarray, reach: float, keep_clear: np.ndarray | None, clearance: float
-) -> bool:
+def camera_footprints(poses: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Ground positions (K, 2) and unit ground-plane viewing directions (K, 2) of the cameras
+    with world-to-camera ``poses`` (4, 4); both empty for None."""
+    if not poses:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    centres = np.stack([-p[:3, :3].T @ p[:3, 3] for p in poses])[:, :2]
+    forwards = np.stack([p[2, :2] for p in poses])  # the camera's z axis in the world
+    forwards /= np.maximum(np.linalg.norm(forwards, axis=1, keepdims=True), 1e-9)
+    return centres, forwards
+
+
+def _in_front(
+    rng: np.random.Generator,
+    cameras: tuple[np.ndarray, np.ndarray],
+    reach: float,
+    clearance: float,
+    depth: float,
+    side: float,
+) -> np.ndarray | None:
+    """A ground position in front of a random camera: ``reach + clearance`` to that plus
+    ``depth`` m along its view, up to ``side`` m off it; None without cameras."""
+    centres, forwards = cameras
+    if len(centres) == 0:
+        return None
+    k = int(rng.integers(len(centres)))
+    lateral = np.array([-forwards[k, 1], forwards[k, 0]]) * rng.uniform(-side, side)
+    return centres[k] + (reach + clearance + rng.uniform(0.0, depth)) * forwards[k] + lateral
+
+
+def _clear_of(xy: np.ndarray, reach: float, centres: np.ndarray, clearance: float) -> bool:
     """Whether a footprint of radius ``reach`` at ``xy`` keeps ``clearance`` m from every point
-    of ``keep_clear`` (K, 2; None for none)."""
-    if keep_clear is None or len(keep_clear) == 0:
+    of ``centres`` (K, 2)."""
+    if len(centres) == 0:
         return True
-    return bool(np.linalg.norm(keep_clear - xy, axis=1).min() >= reach + clearance)
+    return bool(np.linalg.norm(centres - xy, axis=1).min() >= reach + clearance)
 
 
 def _place_box(
     quads: _QuadList,
     half: tuple[float, float, float],
     sample_xy: Callable[[float], np.ndarray],
-    keep_clear: np.ndarray | None,
+    centres: np.ndarray,
     clearance: float,
     **kw: Any,
 ) -> None:
     """Add a box standing on the ground at the first of up to ``OCCLUDER_TRIES`` positions drawn
-    by ``sample_xy(reach)`` that is clear of ``keep_clear``; none if all of them are taken."""
+    by ``sample_xy(reach)`` that keeps ``clearance`` m from the camera ``centres`` (K, 2); none
+    if all of them are taken."""
     yaw = quads.rng.uniform(0, np.pi)
     reach = float(np.hypot(half[0], half[1]))
     for _ in range(OCCLUDER_TRIES):
         xy = sample_xy(reach)
-        if _clear_of(xy, reach, keep_clear, clearance):
+        if _clear_of(xy, reach, centres, clearance):
             quads.add_box((xy[0], xy[1], half[2]), half, yaw, **kw)
             return
 
@@ -202,17 +231,18 @@ def indoor_scene(
     rng: np.random.Generator,
     bank: TextureBank,
     room: Room,
-    keep_clear: np.ndarray | None = None,
+    cameras: Sequence[np.ndarray] | None = None,
 ) -> Scene:
     """A room: floor, ceiling, 4 walls, posters, furniture against the walls and free-standing
-    occluders (tables, thin screens, columns) anywhere on the floor.
+    occluders (tables, thin screens, columns) on the floor, most of them in the view of a camera
+    (at most 1.5 m beyond the clearance it keeps from every camera).
 
     Args:
         rng: drives every random choice.
         bank: textures to draw from.
         room: the extents (``random_room``); cameras stay inside ``ROOM_CAMERA_MARGIN``.
-        keep_clear: (K, 2) floor positions (the camera centres) that the occluders keep
-            ``ROOM_OCCLUDER_CLEARANCE`` m away from; None for none.
+        cameras: world-to-camera poses (4, 4) of the frames to be rendered: the occluders stand
+            in their views, ``ROOM_OCCLUDER_CLEARANCE`` m clear of every one; None for none.
 
     Returns:
         The scene.
@@ -251,8 +281,14 @@ def indoor_scene(
         quads.add_box((xy[0], xy[1], half_hgt), (half_len, half_dep, half_hgt), yaw)
 
     # Occluders: objects between the cameras and the walls, so that pairs see real occlusion.
+    footprints = camera_footprints(cameras)
+
     def on_floor(reach: float) -> np.ndarray:
-        return rng.uniform([reach + 0.05] * 2, [w - reach - 0.05, d - reach - 0.05])
+        lo, hi = np.array([reach + 0.05] * 2), np.array([w - reach - 0.05, d - reach - 0.05])
+        seen = _in_front(rng, footprints, reach, ROOM_OCCLUDER_CLEARANCE, 1.5, 0.5)
+        if seen is not None and rng.random() < 0.75:
+            return np.clip(seen, lo, hi)
+        return rng.uniform(lo, hi)
 
     for _ in range(int(rng.integers(*ROOM_OCCLUDERS))):
         kind = int(rng.integers(3))
@@ -263,7 +299,7 @@ def indoor_scene(
         else:  # a column up to the ceiling
             r = rng.uniform(0.1, 0.25)
             half = (r, r, h / 2)
-        _place_box(quads, half, on_floor, keep_clear, ROOM_OCCLUDER_CLEARANCE)
+        _place_box(quads, half, on_floor, footprints[0], ROOM_OCCLUDER_CLEARANCE)
     light = np.array([w * rng.uniform(0.3, 0.7), d * rng.uniform(0.3, 0.7), h - 0.3])
     return quads.build("indoor", light)
 
@@ -279,7 +315,7 @@ PLAZA_OCCLUDER_RADII = (10.0, 30.0)
 
 
 def outdoor_scene(
-    rng: np.random.Generator, bank: TextureBank, keep_clear: np.ndarray | None = None
+    rng: np.random.Generator, bank: TextureBank, cameras: Sequence[np.ndarray] | None = None
 ) -> Scene:
     """An outdoor plaza: ground plane, a central landmark, a ring of buildings, street furniture,
     sky above.
@@ -287,14 +323,14 @@ def outdoor_scene(
     The landmark is a few boxes of different heights with facades at several depths (boxes
     within ``PLAZA_LANDMARK_REACH`` m of the origin, plus columns in front); the ring of buildings
     stands between ``PLAZA_RING_RADII`` m, so seen from the camera ring the depth spans about
-    5-60 m. Kiosks, posts and low walls stand between ``PLAZA_OCCLUDER_RADII`` m, clear of the
-    cameras by ``PLAZA_OCCLUDER_CLEARANCE`` m.
+    5-60 m. Kiosks, posts and low walls stand in the cameras' views (at most 10 m beyond the
+    clearance) or anywhere between ``PLAZA_OCCLUDER_RADII`` m, always
+    ``PLAZA_OCCLUDER_CLEARANCE`` m clear of every camera.
 
     Args:
         rng: drives every random choice.
         bank: textures to draw from.
-        keep_clear: (K, 2) ground positions (the camera centres) the street furniture avoids;
-            None for none.
+        cameras: world-to-camera poses (4, 4) of the frames to be rendered; None for none.
 
     Returns:
         The scene; ``light`` is the unit direction towards the sun.
@@ -337,7 +373,12 @@ def outdoor_scene(
             period=(6.0, 16.0),
         )
 
+    footprints = camera_footprints(cameras)
+
     def in_plaza(reach: float) -> np.ndarray:
+        seen = _in_front(rng, footprints, reach, PLAZA_OCCLUDER_CLEARANCE, 10.0, 3.0)
+        if seen is not None and rng.random() < 0.6:
+            return seen
         r, phi = rng.uniform(*PLAZA_OCCLUDER_RADII), rng.uniform(0, 2 * np.pi)
         return np.array([r * np.cos(phi), r * np.sin(phi)])
 
@@ -350,6 +391,6 @@ def outdoor_scene(
             half = (r, r, rng.uniform(2.0, 4.0))
         else:  # low wall or hedge
             half = (rng.uniform(2.0, 5.0), rng.uniform(0.2, 0.4), rng.uniform(0.5, 1.2))
-        _place_box(quads, half, in_plaza, keep_clear, PLAZA_OCCLUDER_CLEARANCE, period=(1.0, 3.0))
+        _place_box(quads, half, in_plaza, footprints[0], PLAZA_OCCLUDER_CLEARANCE, period=(1, 3))
     sun = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.6, 1.5)])
     return quads.build("outdoor", sun / np.linalg.norm(sun))

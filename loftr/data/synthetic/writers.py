@@ -26,7 +26,6 @@ import numpy as np
 
 from loftr.data.synthetic.cameras import (
     _split_counts,
-    camera_centres,
     indoor_trajectories,
     megadepth_intrinsics,
     outdoor_trajectories,
@@ -187,7 +186,7 @@ def _render_scannet_scene(
     rng = _scene_rng(seed, "scannet", split, index, 0)
     room = random_room(rng)
     poses = indoor_trajectories(rng, room, n_frames)  # first, so the occluders avoid the cameras
-    scene = indoor_scene(rng, bank, room, camera_centres(poses)[:, :2])
+    scene = indoor_scene(rng, bank, room, poses)
     focal = SCANNET_FOCALS[int(rng.integers(len(SCANNET_FOCALS)))]
     k = np.array(
         [
@@ -321,7 +320,7 @@ def _render_megadepth_scene(
 ) -> _RenderedScene:
     rng = _scene_rng(seed, "megadepth", split, index, 0)
     poses, fovs = outdoor_trajectories(rng, n_frames)  # first, so the occluders avoid the cameras
-    scene = outdoor_scene(rng, bank, camera_centres(poses)[:, :2])
+    scene = outdoor_scene(rng, bank, poses)
     cam_rng = _scene_rng(seed, "megadepth", split, index, 2)
     cameras = [
         (*megadepth_intrinsics(cam_rng, fov), pose) for pose, fov in zip(poses, fovs, strict=True)

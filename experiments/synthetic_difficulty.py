@@ -184,8 +184,9 @@ def plot_distributions(geometry: dict[str, list[dict[str, float]]], path: Path) 
         ("overlap", "overlap score"),
     )
     for ax, (key, label) in zip(fig.subplots(1, 3), keys, strict=True):
+        bins = np.histogram_bin_edges([r[key] for rows in geometry.values() for r in rows], 20)
         for fmt, rows in geometry.items():
-            ax.hist([r[key] for r in rows], bins=20, alpha=0.6, label=f"{fmt} ({len(rows)})")
+            ax.hist([r[key] for r in rows], bins=bins, alpha=0.6, label=f"{fmt} ({len(rows)})")
         ax.set_xlabel(label)
         ax.set_ylabel("held-out pairs")
         ax.legend()

@@ -30,7 +30,13 @@ from loftr.data.synthetic.cameras import (
     megadepth_intrinsics,
     outdoor_trajectories,
 )
-from loftr.data.synthetic.render import RenderedView, covisibility, relative_pose, render_view
+from loftr.data.synthetic.render import (
+    RenderedView,
+    covisibility,
+    overlap_score,
+    relative_pose,
+    render_view,
+)
 from loftr.data.synthetic.scenes import Scene, indoor_scene, outdoor_scene, random_room
 from loftr.data.synthetic.textures import TextureBank, make_texture_bank
 from loftr.errors import DataError
@@ -104,11 +110,9 @@ def _pair_overlaps(scene: _RenderedScene) -> tuple[list[tuple[int, int]], np.nda
             t_0to1 = relative_pose(scene.poses[i], scene.poses[j])
             d0, d1 = scene.views[i].depth, scene.views[j].depth
             k0, k1 = scene.intrinsics[i], scene.intrinsics[j]
-            fwd = covisibility(d0, d1, k0, k1, t_0to1)
-            bwd = covisibility(d1, d0, k1, k0, np.linalg.inv(t_0to1))
             pairs.append((i, j))
-            scores.append(min(fwd.fraction, bwd.fraction))
-            centrals.append(fwd.central_match)
+            scores.append(overlap_score(d0, d1, k0, k1, t_0to1))
+            centrals.append(covisibility(d0, d1, k0, k1, t_0to1).central_match)
     return pairs, np.asarray(scores, np.float64), np.asarray(centrals).reshape(-1, 4)
 
 

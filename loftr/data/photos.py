@@ -9,8 +9,9 @@ with their sample data. They serve two purposes that must not leak into each oth
   no held-out photograph, nor another view of the same subject, is ever a texture.
 
 Only real photographs are listed: drawings and renderings the packages also ship (the logos,
-the colour wheel, the binary horse, the Shepp-Logan phantom, the checkerboard) are left out,
-and so are images that need a download (scikit-image's ``pooch`` registry). ``chelsea`` and
+matplotlib's gift-box icon, the colour wheel, the binary horse, the Shepp-Logan phantom, the
+checkerboard) are left out, as are the 102-pixel ``microaneurysms`` crop and the images that
+need a download (scikit-image's ``pooch`` registry). ``chelsea`` and
 ``cat`` are the same photograph in scikit-image, so it is listed once; the motorcycle is a
 stereo pair, of which the left view is used.
 

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 from omegaconf import OmegaConf
 
-from loftr.data.synthetic import FORMATS, ensure_synthetic
+from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
 from loftr.metrics import error_auc, estimate_pose, relative_pose_error
 
 EVAL_PROTOCOL = Path(__file__).resolve().parents[1] / "conf" / "eval" / "ransac.yaml"
@@ -227,16 +227,19 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="data/synthetic", help="sets folder (generated if new)")
+    parser.add_argument(
+        "--root", default="data/synthetic", help="sets folder (default sizes generated if empty)"
+    )
     parser.add_argument("--format", choices=[*FORMATS, "both"], default="both")
-    parser.add_argument("--seed", type=int, default=0, help="the set's seed")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampling (and a new set)")
     parser.add_argument("--points", type=int, default=500, help="correspondences per pair")
     parser.add_argument("--out", default="outputs/synthetic_difficulty", help="output folder")
     args = parser.parse_args(argv)
     formats = FORMATS if args.format == "both" else (args.format,)
     root = Path(args.root)
     for fmt in formats:
-        ensure_synthetic(root, fmt, args.seed)
+        if read_manifest(root / fmt) is None:  # a set already there is measured as it is
+            ensure_synthetic(root, fmt, args.seed)
     report = measure(root, formats, args.points, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

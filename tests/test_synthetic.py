@@ -751,3 +751,168 @@ def test_cli_writes_a_tiny_set_and_reports_it(tmp_path):
     assert syn.read_manifest(root)["seed"] == 2
     again = run_cli(*args)
     assert again.returncode == 0 and "scannet: reused" in again.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# what a matcher can learn from: photographs, patterns, occlusion, held-out scenes
+# --------------------------------------------------------------------------------------------
+
+
+def periodicity(texture: np.ndarray, min_shift: float = 16.0, sigma: float = 8.0) -> float:
+    """Highest circular autocorrelation of a texture's detail at a shift of ``min_shift`` texels
+    or more: about 1 for a pattern that repeats itself inside the tile, near 0 for noise.
+
+    The detail is the texture without its coarse shading (a Gaussian high-pass of ``sigma``
+    texels, done in the Fourier domain), so smooth gradients do not count as repetition.
+    """
+    n = texture.shape[0]
+    freq = np.fft.fftfreq(n)
+    high_pass = 1.0 - np.exp(-2.0 * (np.pi * sigma) ** 2 * (freq[:, None] ** 2 + freq**2))
+    spectrum = np.fft.fft2(texture - texture.mean()) * high_pass
+    corr = np.fft.fftshift(np.fft.ifft2(np.abs(spectrum) ** 2).real)
+    corr /= corr[n // 2, n // 2]
+    yy, xx = np.mgrid[0:n, 0:n] - n // 2
+    return float(corr[np.hypot(yy, xx) >= min_shift].max())
+
+
+def test_procedural_textures_do_not_repeat_themselves():
+    bank = syn.make_texture_bank(0)
+    procedural = [i for i, name in enumerate(bank.names) if "/" not in name]
+    assert len(procedural) == syn.textures.N_PROCEDURAL_TEXTURES
+    kinds = {bank.names[i].rstrip("0123456789") for i in procedural}
+    assert kinds == set(syn.textures.PROCEDURAL_KINDS)
+    for i in procedural:
+        assert periodicity(bank.levels[0][i]) < 0.3, bank.names[i]
+    # the measure has teeth: the checkerboards, stripes and tile grids the bank used to hold
+    yy, xx = np.mgrid[0:512, 0:512]
+    checker = (((xx // 64) + (yy // 64)) % 2).astype(np.float64)
+    stripes = np.sign(np.sin(2 * np.pi * (5 * xx + 3 * yy) / 512))
+    tiles = np.where(((xx % 64) < 3) | ((yy % 64) < 3), 0.0, 1.0)
+    tiles += 0.3 * np.random.default_rng(0).random(tiles.shape)
+    for pattern in (checker, stripes, tiles):
+        assert periodicity(pattern) > 0.8
+    # photographs dominate the bank
+    assert len(bank.names) - len(procedural) >= 4 * len(procedural)
+
+
+def test_held_out_photographs_never_texture_a_scene(monkeypatch):
+    from loftr.data import photos
+
+    assert set(photos.TRAIN_PHOTOS).isdisjoint(photos.HELDOUT_PHOTOS)
+    assert set(photos.TRAIN_PHOTOS) | set(photos.HELDOUT_PHOTOS) == set(photos.PHOTO_SOURCES)
+    assert len(photos.HELDOUT_PHOTOS) >= 5
+    loaded: list[str] = []
+
+    def recording_load(name: str) -> np.ndarray:
+        loaded.append(name)
+        return photos.load_photo(name)
+
+    monkeypatch.setattr(syn.textures, "load_photo", recording_load)
+    bank = syn.make_texture_bank(3, size=64)
+    assert sorted(set(loaded)) == sorted(photos.TRAIN_PHOTOS)
+    sources = {name.split("/")[0] for name in bank.names if "/" in name}
+    assert sources == set(photos.TRAIN_PHOTOS)
+    for name in photos.PHOTO_SOURCES:  # every listed photograph ships with an installed package
+        image = photos.load_photo(name)
+        assert image.dtype == np.uint8 and min(image.shape[:2]) >= 150, name
+
+
+def occluded_share(depth0, depth1, K0, K1, T_0to1) -> float:
+    """Share of the image-0 points that land inside image 1, in front of it, but lie more than
+    5 % behind image 1's surface there: hidden by something nearer."""
+    ys, xs = np.nonzero(depth0 > 0)
+    z0 = depth0[ys, xs].astype(np.float64)
+    pts0 = np.linalg.inv(K0) @ np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64) * z0
+    pts1 = T_0to1[:3, :3] @ pts0 + T_0to1[:3, 3:]
+    front = pts1[2] > 0.05
+    proj = K1 @ (pts1[:, front] / pts1[2, front])
+    u, v = np.rint(proj[0]).astype(np.int64), np.rint(proj[1]).astype(np.int64)
+    h1, w1 = depth1.shape
+    inside = (u >= 0) & (u < w1) & (v >= 0) & (v < h1)
+    z1 = pts1[2, front][inside]
+    d1 = depth1[v[inside], u[inside]]
+    seen = d1 > 0
+    return float(np.mean(z1[seen] > 1.05 * d1[seen])) if seen.any() else 0.0
+
+
+@pytest.mark.parametrize("fmt", syn.FORMATS)
+def test_depth_warped_pairs_see_real_occlusion(fmt, scannet_root, megadepth_root):
+    root = scannet_root if fmt == "scannet" else megadepth_root
+    shares = [occluded_share(*load_pair(root, fmt, pair)) for pair in iter_pairs(root, fmt)]
+    assert len(shares) >= 3
+    # most pairs have part of one view hidden in the other, some of them a good part
+    assert np.mean(np.array(shares) > 0.005) >= 0.5, shares
+    assert max(shares) > 0.03, shares
+
+
+def test_occluders_stand_in_view_and_clear_of_every_camera(grey_bank, monkeypatch):
+    k = K_TOY.copy()  # 201 x 101 pixels, 90 degrees across: the geometry, not the detail
+    coverage = []
+    for index in range(4):
+        rng = np.random.default_rng([9, index])
+        room = syn.scenes.random_room(rng)
+        poses = syn.cameras.indoor_trajectories(rng, room, 12)
+        centres, _ = syn.scenes.camera_footprints(poses)
+        np.testing.assert_allclose(centres, [np.linalg.inv(p)[:2, 3] for p in poses])
+        scene = syn.indoor_scene(np.random.default_rng(1), grey_bank, room, poses)
+        with monkeypatch.context() as patch:  # the same room without its occluders (drawn last)
+            patch.setattr(syn.scenes, "ROOM_OCCLUDERS", (0, 1))
+            bare = syn.indoor_scene(np.random.default_rng(1), grey_bank, room, poses)
+        n = bare.num_quads
+        assert scene.num_quads > n
+        np.testing.assert_array_equal(scene.origin[:n], bare.origin[:n])
+        for pose in poses:
+            depth = syn.render_view(scene, k, pose, 201, 101).depth
+            assert (depth > 0).all()  # a closed room, and no camera inside a box
+            assert depth.min() > 0.1  # no camera grazes an object
+            bare_depth = syn.render_view(bare, k, pose, 201, 101).depth
+            coverage.append(np.mean(depth < 0.95 * bare_depth))
+    # the occluders stand in the views: they hide a good part of what the cameras would see
+    assert np.mean(coverage) > 0.05, coverage
+    assert np.mean(np.array(coverage) > 0.01) > 0.5, coverage
+
+
+def test_held_out_scenes_are_never_seen_in_training(scannet_root, megadepth_root):
+    train_sc = {p.name for p in (scannet_root / "train").iterdir()}
+    test_sc = {p.name for p in (scannet_root / "test").iterdir()}
+    assert train_sc and test_sc and train_sc.isdisjoint(test_sc)
+    for root in (scannet_root, megadepth_root):
+        hashes = tree_hashes(root)
+        train_images = {h for p, h in hashes.items() if p.startswith("train") and p.endswith("jpg")}
+        test_images = {h for p, h in hashes.items() if p.startswith("test") and p.endswith("jpg")}
+        assert train_images and test_images and train_images.isdisjoint(test_images)
+    md_train = (megadepth_root / "index/trainvaltest_list/train_list.txt").read_text().split()
+    md_test = (megadepth_root / "index/trainvaltest_list/val_list.txt").read_text().split()
+    assert {s[:4] for s in md_train}.isdisjoint({s[:4] for s in md_test})
+    # different scenes, not only different names: no test room has a training room's extents
+    rooms = {
+        split: [
+            syn.scenes.random_room(syn.writers._scene_rng(0, "scannet", split, i, 0))
+            for i in range(20)
+        ]
+        for split in ("train", "test")
+    }
+    assert set(rooms["train"]).isdisjoint(rooms["test"])
+
+
+@pytest.fixture(scope="module")
+def difficulty_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sizes = {"train_scenes": 1, "frames_per_scene": 2, "test_scenes": 3,
+             "test_frames_per_scene": 10, "test_pairs_per_scene": 4}  # fmt: skip
+    return syn.ensure_synthetic(tmp_path_factory.mktemp("difficulty"), "scannet", **sizes)
+
+
+def test_held_out_ground_truth_gives_a_high_pose_auc(difficulty_root):
+    """The held-out pairs stay solvable: exact correspondences through the evaluation's
+    estimator give nearly every pose, and pixel noise makes it harder (not degenerate)."""
+    from experiments import synthetic_difficulty as difficulty
+
+    pairs = difficulty.heldout_pairs(difficulty_root, "scannet")
+    assert len(pairs) >= 10
+    exact = difficulty.pose_aucs(pairs, 0.0, n_points=300)
+    noisy = difficulty.pose_aucs(pairs, 2.0, n_points=300)
+    assert exact["auc@20"] >= 0.85, exact
+    assert noisy["auc@5"] < exact["auc@5"], (noisy, exact)
+    geometry = [difficulty.pair_geometry(p) for p in pairs]
+    assert np.median([g["rotation_deg"] for g in geometry]) > 5.0
+    assert np.median([g["baseline_to_depth"] for g in geometry]) > 0.03

@@ -1,9 +1,13 @@
 """Synthetic ScanNet- and MegaDepth-format datasets: piecewise-planar scenes with exact depth.
 
 No real dataset can be downloaded on these machines, so the embedded default dataset is rendered
-here: rooms (floor, ceiling, four walls, furniture boxes, posters) and outdoor plazas (a ground
-plane, a landmark of boxes with facades at several depths, a ring of buildings), textured with the
-photographs scikit-image ships and with procedural patterns. Every pixel's depth is the exact
+here: rooms (floor, ceiling, four walls, furniture boxes, posters, and free-standing tables,
+screens and columns in the cameras' views) and outdoor plazas (a ground plane, a landmark of boxes
+with facades at several depths, a ring of buildings, kiosks, posts and low walls), textured with
+crops of the training photographs (``loftr.data.photos``: the held-out ones never appear) and with
+non-periodic procedural patterns. The occluders make depth-warped pairs see real occlusion; the
+held-out (test) scenes are drawn from their own seeds, so no training scene is among them. Every
+pixel's depth is the exact
 ray-plane intersection, so ground truth built from depth, intrinsics and poses is exact up to the
 storage precision of the real formats (millimetres for ScanNet, float32 for MegaDepth).
 
@@ -32,8 +36,8 @@ Example:
 
 The package, in the order a set is made:
 
-- ``textures``: the texture bank (photographs and procedural patterns, mip-mapped);
-- ``scenes``: scene geometry, rooms and plazas made of textured rectangles;
+- ``textures``: the texture bank (photograph crops and procedural patterns, mip-mapped);
+- ``scenes``: scene geometry, rooms and plazas made of textured rectangles, with occluders;
 - ``cameras``: camera paths through them and the MegaDepth-like intrinsics;
 - ``render``: the rasteriser (image and exact depth) and the co-visibility of a pair;
 - ``writers``: the ScanNet- and MegaDepth-format writers;

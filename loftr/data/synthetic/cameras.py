@@ -63,17 +63,28 @@ def _split_counts(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def _n_walks(n_frames: int) -> int:
-    """Trajectories per scene: up to 3, each at least 8 frames long so that neighbours overlap."""
-    return max(1, min(3, n_frames // 8))
+def _path_steps(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` increasing positions in [0, 1] along a path: even steps, each stretched or shrunk
+    by up to 70 %, so a path holds both close and distant neighbours."""
+    if count < 2:
+        return np.zeros(1)
+    steps = rng.uniform(0.3, 1.7, size=count - 1)
+    return np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
+
+
+def _n_walks(n_frames: int, min_length: int) -> int:
+    """Trajectories per scene: up to 3, each at least ``min_length`` frames long so that
+    neighbours overlap."""
+    return max(1, min(3, n_frames // min_length))
 
 
 def indoor_trajectories(rng: np.random.Generator, room: Room, n_frames: int) -> list[np.ndarray]:
     """Camera poses along a few smooth walks with turning heads inside ``room``.
 
-    One walk per 8 frames, at most 3, so that even a tiny set has overlapping neighbours.
-    Each walk moves 0.5-2 m while the heading turns by 50-150 degrees, with slow pitch and roll
-    changes, so neighbouring frames overlap strongly and distant ones weakly.
+    One walk per 12 frames, at most 3, so that even a tiny set has overlapping neighbours; the
+    frames are unevenly spaced along a walk (``_path_steps``). Each walk moves 1-3 m (less where
+    a wall stops it) while the heading turns by 50-150 degrees, with slow pitch and roll changes,
+    so neighbouring frames overlap strongly and distant ones weakly.
 
     Args:
         rng: drives the walks.
@@ -87,17 +98,17 @@ def indoor_trajectories(rng: np.random.Generator, room: Room, n_frames: int) -> 
     lo = np.array([m, m])
     hi = np.array([room.width - m, room.depth - m])
     poses = []
-    for count in _split_counts(n_frames, _n_walks(n_frames)):
+    for count in _split_counts(n_frames, _n_walks(n_frames, 12)):
         start = rng.uniform(lo, hi)
         heading = rng.uniform(0, 2 * np.pi)
-        end = np.clip(start + rng.uniform(0.5, 2.0) * _direction(heading, 0.0)[:2], lo, hi)
+        end = np.clip(start + rng.uniform(1.0, 3.0) * _direction(heading, 0.0)[:2], lo, hi)
         z0, z1 = rng.uniform(1.1, 1.8, size=2)
         yaw0 = rng.uniform(0, 2 * np.pi)
         yaw_span = rng.choice([-1.0, 1.0]) * np.deg2rad(rng.uniform(50, 150))
         pitch0 = np.deg2rad(rng.uniform(-30, 0))
         roll0 = np.deg2rad(rng.uniform(-6, 6))
         ph1, ph2 = rng.uniform(0, 2 * np.pi, size=2)
-        for s in np.linspace(0.0, 1.0, count) if count > 1 else np.zeros(1):
+        for s in _path_steps(rng, count):
             xy = np.clip(start + s * (end - start), lo, hi)
             pos = np.array([xy[0], xy[1], z0 + s * (z1 - z0)])
             yaw = yaw0 + s * yaw_span
@@ -112,10 +123,12 @@ def outdoor_trajectories(
 ) -> tuple[list[np.ndarray], list[float]]:
     """Camera poses along a few arcs around the plaza's landmark, looking at it.
 
-    One arc per 8 frames, at most 3.
-    Each arc sweeps 30-80 degrees around the centre between radii ``PLAZA_CAMERA_RADII``, at eye
-    height or raised (up to 6 m), aiming near the landmark with jitter and a small roll. Each arc
-    has its own zoom: a field of view of 50-70 degrees, +-4 degrees per photo.
+    One arc per 6 frames, at most 3, its frames unevenly spaced (``_path_steps``).
+    The arcs start within 80 degrees of each other, so that frames of different arcs overlap a
+    little. Each arc sweeps 25-70 degrees around the centre between radii
+    ``PLAZA_CAMERA_RADII``, at eye height or raised (up to 6 m), aiming near the landmark with
+    jitter and a small roll. Each arc has its own zoom: a field of view of 50-70 degrees, +-4
+    degrees per photo.
 
     Args:
         rng: drives the arcs.
@@ -126,14 +139,15 @@ def outdoor_trajectories(
         of view of each photo across its long side, degrees.
     """
     poses, fovs = [], []
-    for count in _split_counts(n_frames, _n_walks(n_frames)):
+    centre = rng.uniform(0, 2 * np.pi)  # the arcs start within 80 degrees of it, so they meet
+    for count in _split_counts(n_frames, _n_walks(n_frames, 6)):
         fov = rng.uniform(50, 70)
-        phi0 = rng.uniform(0, 2 * np.pi)
-        span = rng.choice([-1.0, 1.0]) * np.deg2rad(rng.uniform(30, 80))
+        phi0 = centre + np.deg2rad(rng.uniform(-80, 80))
+        span = rng.choice([-1.0, 1.0]) * np.deg2rad(rng.uniform(25, 70))
         r0, r1 = rng.uniform(*PLAZA_CAMERA_RADII, size=2)
         z0 = 1.6 if rng.random() < 0.6 else rng.uniform(2.0, 6.0)
         target0 = np.array([*rng.uniform(-3, 3, size=2), rng.uniform(3, 8)])
-        for s in np.linspace(0.0, 1.0, count) if count > 1 else np.zeros(1):
+        for s in _path_steps(rng, count):
             phi = phi0 + s * span
             r = r0 + s * (r1 - r0)
             pos = np.array([r * np.cos(phi), r * np.sin(phi), z0 + rng.uniform(-0.15, 0.15)])

@@ -137,7 +137,8 @@ def render_view(
 
     Example:
         >>> bank = make_texture_bank(0)  # doctest: +SKIP
-        >>> scene, room = indoor_scene(np.random.default_rng(0), bank)  # doctest: +SKIP
+        >>> rng = np.random.default_rng(0)  # doctest: +SKIP
+        >>> scene = indoor_scene(rng, bank, random_room(rng))  # doctest: +SKIP
     """
     k = np.asarray(K, np.float64)
     pose = np.asarray(T_w2c, np.float64)

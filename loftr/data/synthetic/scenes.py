@@ -1,13 +1,15 @@
 """Scene geometry: piecewise-planar rooms and outdoor plazas as lists of textured rectangles.
 
-World frame z up, metres. ``indoor_scene`` builds a room with walls, posters and furniture boxes;
-``outdoor_scene`` a plaza with a landmark and a ring of buildings. The cameras that look at them
-are placed by ``cameras``.
+World frame z up, metres. ``indoor_scene`` builds a room with walls, posters, furniture boxes and
+free-standing occluders; ``outdoor_scene`` a plaza with a landmark, a ring of buildings and street
+furniture. The camera paths (``cameras``) are drawn first, so that the occluders can stand between
+the cameras and what they look at, without swallowing a camera: each keeps clear of every camera
+centre.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +80,7 @@ class _QuadList:
         width: float,
         height: float,
         *,
-        period: tuple[float, float] = (1.0, 3.0),
+        period: tuple[float, float] = (1.5, 3.5),
         outward: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
         """Add a rectangle; the texture repeats every ``period`` metres (drawn uniformly).
@@ -103,7 +105,7 @@ class _QuadList:
         half: Sequence[float],
         yaw: float,
         *,
-        period: tuple[float, float] = (1.0, 3.0),
+        period: tuple[float, float] = (1.5, 3.5),
     ) -> None:
         """Add the four sides and the top of a box rotated by ``yaw`` about the vertical.
 
@@ -154,19 +156,97 @@ class Room:
 #: Cameras keep this distance (metres) from the walls; furniture stays closer to the walls.
 ROOM_CAMERA_MARGIN = 1.2
 ROOM_FURNITURE_DEPTH = 1.0
+#: Free-standing occluders per room (tables, screens, columns), drawn from [lo, hi).
+ROOM_OCCLUDERS = (4, 9)
+#: Metres an occluder's footprint keeps from every camera centre (indoor, outdoor).
+ROOM_OCCLUDER_CLEARANCE = 0.5
+PLAZA_OCCLUDER_CLEARANCE = 3.0
+#: Positions tried per occluder before it is left out.
+OCCLUDER_TRIES = 20
 
 
-def indoor_scene(rng: np.random.Generator, bank: TextureBank) -> tuple[Scene, Room]:
-    """A room: floor, ceiling, 4 walls, posters and furniture boxes against the walls.
+def random_room(rng: np.random.Generator) -> Room:
+    """Draw the extents of a room: 4-7 m by 4-7 m, 2.5-3.2 m high."""
+    return Room(rng.uniform(4.0, 7.0), rng.uniform(4.0, 7.0), rng.uniform(2.5, 3.2))
+
+
+def camera_footprints(poses: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Ground positions (K, 2) and unit ground-plane viewing directions (K, 2) of the cameras
+    with world-to-camera ``poses`` (4, 4); both empty for None."""
+    if not poses:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    centres = np.stack([-p[:3, :3].T @ p[:3, 3] for p in poses])[:, :2]
+    forwards = np.stack([p[2, :2] for p in poses])  # the camera's z axis in the world
+    forwards /= np.maximum(np.linalg.norm(forwards, axis=1, keepdims=True), 1e-9)
+    return centres, forwards
+
+
+def _in_front(
+    rng: np.random.Generator,
+    cameras: tuple[np.ndarray, np.ndarray],
+    reach: float,
+    clearance: float,
+    depth: float,
+    side: float,
+) -> np.ndarray | None:
+    """A ground position in front of a random camera: ``reach + clearance`` to that plus
+    ``depth`` m along its view, up to ``side`` m off it; None without cameras."""
+    centres, forwards = cameras
+    if len(centres) == 0:
+        return None
+    k = int(rng.integers(len(centres)))
+    lateral = np.array([-forwards[k, 1], forwards[k, 0]]) * rng.uniform(-side, side)
+    return centres[k] + (reach + clearance + rng.uniform(0.0, depth)) * forwards[k] + lateral
+
+
+def _clear_of(xy: np.ndarray, reach: float, centres: np.ndarray, clearance: float) -> bool:
+    """Whether a footprint of radius ``reach`` at ``xy`` keeps ``clearance`` m from every point
+    of ``centres`` (K, 2)."""
+    if len(centres) == 0:
+        return True
+    return bool(np.linalg.norm(centres - xy, axis=1).min() >= reach + clearance)
+
+
+def _place_box(
+    quads: _QuadList,
+    half: tuple[float, float, float],
+    sample_xy: Callable[[float], np.ndarray],
+    centres: np.ndarray,
+    clearance: float,
+    **kw: Any,
+) -> None:
+    """Add a box standing on the ground at the first of up to ``OCCLUDER_TRIES`` positions drawn
+    by ``sample_xy(reach)`` that keeps ``clearance`` m from the camera ``centres`` (K, 2); none
+    if all of them are taken."""
+    yaw = quads.rng.uniform(0, np.pi)
+    reach = float(np.hypot(half[0], half[1]))
+    for _ in range(OCCLUDER_TRIES):
+        xy = sample_xy(reach)
+        if _clear_of(xy, reach, centres, clearance):
+            quads.add_box((xy[0], xy[1], half[2]), half, yaw, **kw)
+            return
+
+
+def indoor_scene(
+    rng: np.random.Generator,
+    bank: TextureBank,
+    room: Room,
+    cameras: Sequence[np.ndarray] | None = None,
+) -> Scene:
+    """A room: floor, ceiling, 4 walls, posters, furniture against the walls and free-standing
+    occluders (tables, thin screens, columns) on the floor, most of them in the view of a camera
+    (at most 1.5 m beyond the clearance it keeps from every camera).
 
     Args:
         rng: drives every random choice.
         bank: textures to draw from.
+        room: the extents (``random_room``); cameras stay inside ``ROOM_CAMERA_MARGIN``.
+        cameras: world-to-camera poses (4, 4) of the frames to be rendered: the occluders stand
+            in their views, ``ROOM_OCCLUDER_CLEARANCE`` m clear of every one; None for none.
 
     Returns:
-        The scene and the room extents (cameras are placed inside ``ROOM_CAMERA_MARGIN``).
+        The scene.
     """
-    room = Room(rng.uniform(4.0, 7.0), rng.uniform(4.0, 7.0), rng.uniform(2.5, 3.2))
     w, d, h = room.width, room.depth, room.height
     quads = _QuadList(rng, bank)
     quads.add((0, 0, 0), (1, 0, 0), (0, 1, 0), w, d)  # floor
@@ -199,8 +279,29 @@ def indoor_scene(rng: np.random.Generator, bank: TextureBank) -> tuple[Scene, Ro
         xy = start + a0 * along + (half_dep + rng.uniform(0.0, 0.03)) * inward
         yaw = float(np.arctan2(along[1], along[0]))
         quads.add_box((xy[0], xy[1], half_hgt), (half_len, half_dep, half_hgt), yaw)
+
+    # Occluders: objects between the cameras and the walls, so that pairs see real occlusion.
+    footprints = camera_footprints(cameras)
+
+    def on_floor(reach: float) -> np.ndarray:
+        lo, hi = np.array([reach + 0.05] * 2), np.array([w - reach - 0.05, d - reach - 0.05])
+        seen = _in_front(rng, footprints, reach, ROOM_OCCLUDER_CLEARANCE, 1.5, 0.5)
+        if seen is not None and rng.random() < 0.75:
+            return np.clip(seen, lo, hi)
+        return rng.uniform(lo, hi)
+
+    for _ in range(int(rng.integers(*ROOM_OCCLUDERS))):
+        kind = int(rng.integers(3))
+        if kind == 0:  # table or cabinet
+            half = (rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5), rng.uniform(0.25, 0.6))
+        elif kind == 1:  # a thin screen or partition
+            half = (rng.uniform(0.3, 0.8), 0.02, rng.uniform(0.5, 1.0))
+        else:  # a column up to the ceiling
+            r = rng.uniform(0.1, 0.25)
+            half = (r, r, h / 2)
+        _place_box(quads, half, on_floor, footprints[0], ROOM_OCCLUDER_CLEARANCE)
     light = np.array([w * rng.uniform(0.3, 0.7), d * rng.uniform(0.3, 0.7), h - 0.3])
-    return quads.build("indoor", light), room
+    return quads.build("indoor", light)
 
 
 #: Outdoor plaza radii (metres from the landmark's centre).
@@ -208,19 +309,28 @@ PLAZA_LANDMARK_REACH = 11.0
 PLAZA_CAMERA_RADII = (14.0, 26.0)
 PLAZA_RING_RADII = (36.0, 46.0)
 PLAZA_GROUND_HALF = 60.0
+#: Street furniture (kiosks, posts, low walls) between the landmark and the ring, [lo, hi).
+PLAZA_OCCLUDERS = (4, 9)
+PLAZA_OCCLUDER_RADII = (10.0, 30.0)
 
 
-def outdoor_scene(rng: np.random.Generator, bank: TextureBank) -> Scene:
-    """An outdoor plaza: ground plane, a central landmark, a ring of buildings, sky above.
+def outdoor_scene(
+    rng: np.random.Generator, bank: TextureBank, cameras: Sequence[np.ndarray] | None = None
+) -> Scene:
+    """An outdoor plaza: ground plane, a central landmark, a ring of buildings, street furniture,
+    sky above.
 
     The landmark is a few boxes of different heights with facades at several depths (boxes
     within ``PLAZA_LANDMARK_REACH`` m of the origin, plus columns in front); the ring of buildings
     stands between ``PLAZA_RING_RADII`` m, so seen from the camera ring the depth spans about
-    5-60 m.
+    5-60 m. Kiosks, posts and low walls stand in the cameras' views (at most 10 m beyond the
+    clearance) or anywhere between ``PLAZA_OCCLUDER_RADII`` m, always
+    ``PLAZA_OCCLUDER_CLEARANCE`` m clear of every camera.
 
     Args:
         rng: drives every random choice.
         bank: textures to draw from.
+        cameras: world-to-camera poses (4, 4) of the frames to be rendered; None for none.
 
     Returns:
         The scene; ``light`` is the unit direction towards the sun.
@@ -262,5 +372,25 @@ def outdoor_scene(rng: np.random.Generator, bank: TextureBank) -> Scene:
             phi + np.pi / 2,
             period=(6.0, 16.0),
         )
+
+    footprints = camera_footprints(cameras)
+
+    def in_plaza(reach: float) -> np.ndarray:
+        seen = _in_front(rng, footprints, reach, PLAZA_OCCLUDER_CLEARANCE, 10.0, 3.0)
+        if seen is not None and rng.random() < 0.6:
+            return seen
+        r, phi = rng.uniform(*PLAZA_OCCLUDER_RADII), rng.uniform(0, 2 * np.pi)
+        return np.array([r * np.cos(phi), r * np.sin(phi)])
+
+    for _ in range(int(rng.integers(*PLAZA_OCCLUDERS))):
+        kind = int(rng.integers(3))
+        if kind == 0:  # kiosk
+            half = (rng.uniform(1.0, 2.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.8))
+        elif kind == 1:  # post or tree trunk
+            r = rng.uniform(0.2, 0.4)
+            half = (r, r, rng.uniform(2.0, 4.0))
+        else:  # low wall or hedge
+            half = (rng.uniform(2.0, 5.0), rng.uniform(0.2, 0.4), rng.uniform(0.5, 1.2))
+        _place_box(quads, half, in_plaza, footprints[0], PLAZA_OCCLUDER_CLEARANCE, period=(1, 3))
     sun = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.6, 1.5)])
     return quads.build("outdoor", sun / np.linalg.norm(sun))

@@ -30,8 +30,14 @@ from loftr.data.synthetic.cameras import (
     megadepth_intrinsics,
     outdoor_trajectories,
 )
-from loftr.data.synthetic.render import RenderedView, covisibility, relative_pose, render_view
-from loftr.data.synthetic.scenes import Scene, indoor_scene, outdoor_scene
+from loftr.data.synthetic.render import (
+    RenderedView,
+    covisibility,
+    overlap_score,
+    relative_pose,
+    render_view,
+)
+from loftr.data.synthetic.scenes import Scene, indoor_scene, outdoor_scene, random_room
 from loftr.data.synthetic.textures import TextureBank, make_texture_bank
 from loftr.errors import DataError
 
@@ -104,11 +110,9 @@ def _pair_overlaps(scene: _RenderedScene) -> tuple[list[tuple[int, int]], np.nda
             t_0to1 = relative_pose(scene.poses[i], scene.poses[j])
             d0, d1 = scene.views[i].depth, scene.views[j].depth
             k0, k1 = scene.intrinsics[i], scene.intrinsics[j]
-            fwd = covisibility(d0, d1, k0, k1, t_0to1)
-            bwd = covisibility(d1, d0, k1, k0, np.linalg.inv(t_0to1))
             pairs.append((i, j))
-            scores.append(min(fwd.fraction, bwd.fraction))
-            centrals.append(fwd.central_match)
+            scores.append(overlap_score(d0, d1, k0, k1, t_0to1))
+            centrals.append(covisibility(d0, d1, k0, k1, t_0to1).central_match)
     return pairs, np.asarray(scores, np.float64), np.asarray(centrals).reshape(-1, 4)
 
 
@@ -143,6 +147,15 @@ class _Progress:
             self.bar.close()
 
 
+def _start(
+    fmt: str, seed: int, sizes: Mapping[str, int], progress: bool
+) -> tuple[TextureBank, _Progress]:
+    """The texture bank of ``seed`` and a progress bar over every frame a set renders."""
+    total = sizes["train_scenes"] * sizes["frames_per_scene"]
+    total += sizes["test_scenes"] * sizes["test_frames_per_scene"]
+    return make_texture_bank(seed), _Progress(total, progress, f"synthetic {fmt}")
+
+
 #: Frames are rendered on this many threads (numpy releases the GIL in the array work); each
 #: frame has its own noise generator, so the output does not depend on the thread count.
 RENDER_THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -175,7 +188,9 @@ def _render_scannet_scene(
     bank: TextureBank, seed: int, split: str, index: int, n_frames: int, progress: _Progress
 ) -> _RenderedScene:
     rng = _scene_rng(seed, "scannet", split, index, 0)
-    scene, room = indoor_scene(rng, bank)
+    room = random_room(rng)
+    poses = indoor_trajectories(rng, room, n_frames)  # first, so the occluders avoid the cameras
+    scene = indoor_scene(rng, bank, room, poses)
     focal = SCANNET_FOCALS[int(rng.integers(len(SCANNET_FOCALS)))]
     k = np.array(
         [
@@ -184,7 +199,6 @@ def _render_scannet_scene(
             [0.0, 0.0, 1.0],
         ]
     )
-    poses = indoor_trajectories(rng, room, n_frames)
     cameras = [(k, pose, SCANNET_WIDTH, SCANNET_HEIGHT) for pose in poses]
     views = _render_frames(scene, cameras, (seed, "scannet", split, index), progress)
     offset = SCANNET_TEST_SCENE_OFFSET if split == "test" else 0
@@ -217,10 +231,7 @@ def write_scannet(out: Path, seed: int, sizes: Mapping[str, int], progress: bool
     Returns:
         A summary: scenes, frames and pairs written per split and the score range.
     """
-    bank = make_texture_bank(seed)
-    total = sizes["train_scenes"] * sizes["frames_per_scene"]
-    total += sizes["test_scenes"] * sizes["test_frames_per_scene"]
-    bar = _Progress(total, progress, "synthetic scannet")
+    bank, bar = _start("scannet", seed, sizes, progress)
     index = out / "index"
     (index / "scene_data" / "train").mkdir(parents=True, exist_ok=True)
     (index / "scene_data" / "train_list").mkdir(parents=True, exist_ok=True)
@@ -312,8 +323,8 @@ def _render_megadepth_scene(
     bank: TextureBank, seed: int, split: str, index: int, n_frames: int, progress: _Progress
 ) -> _RenderedScene:
     rng = _scene_rng(seed, "megadepth", split, index, 0)
-    scene = outdoor_scene(rng, bank)
-    poses, fovs = outdoor_trajectories(rng, n_frames)
+    poses, fovs = outdoor_trajectories(rng, n_frames)  # first, so the occluders avoid the cameras
+    scene = outdoor_scene(rng, bank, poses)
     cam_rng = _scene_rng(seed, "megadepth", split, index, 2)
     cameras = [
         (*megadepth_intrinsics(cam_rng, fov), pose) for pose, fov in zip(poses, fovs, strict=True)
@@ -390,21 +401,9 @@ def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bo
     Train scenes go to ``train/`` with one scene-info file per non-empty overlap bin in
     ``index/scene_info_0.1_0.7``; validation/test scenes go to ``test/`` with
     ``index/scene_info_val_1500`` files holding up to ``test_pairs_per_scene`` pairs spread over
-    the bins.
-
-    Args:
-        out: the format folder (``<root>/megadepth``), created if needed.
-        seed: seeds everything.
-        sizes: resolved sizes (see ``DEFAULT_SIZES``).
-        progress: show a progress bar.
-
-    Returns:
-        A summary: scenes, frames and pairs written per split and the score range.
+    the bins. Arguments and summary as in ``write_scannet`` (``out`` is ``<root>/megadepth``).
     """
-    bank = make_texture_bank(seed)
-    total = sizes["train_scenes"] * sizes["frames_per_scene"]
-    total += sizes["test_scenes"] * sizes["test_frames_per_scene"]
-    bar = _Progress(total, progress, "synthetic megadepth")
+    bank, bar = _start("megadepth", seed, sizes, progress)
     index = out / "index"
     lists = index / "trainvaltest_list"
     lists.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
-from loftr.metrics import error_auc, estimate_pose, relative_pose_error
+from loftr.evaluation.metrics import error_auc, estimate_pose, relative_pose_error
 
 EVAL_PROTOCOL = Path(__file__).resolve().parents[1] / "conf" / "eval" / "ransac.yaml"
 NOISE_PX = (0.0, 1.0, 2.0)

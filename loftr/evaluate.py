@@ -12,11 +12,14 @@ protocol) and logs to W&B.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from loftr.cli import hydra_overrides, one_line_errors
+from loftr.config import check_additions
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -35,4 +38,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_additions)("evaluate", sys.argv[1:])  # what Hydra's `+` lets past
     main()

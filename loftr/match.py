@@ -21,6 +21,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from loftr.cli import one_line_errors
+from loftr.config import check_additions
+from loftr.config.validate import validate
 from loftr.data.megadepth import read_megadepth_gray
 from loftr.errors import ConfigError
 from loftr.model import LoFTR
@@ -37,15 +39,7 @@ def match_pair(cfg: DictConfig, image0: str, image1: str, overrides: Sequence[st
     `LoFTR.from_checkpoint`); the images are resized so that both sides are multiples of that
     model's coarse stride.
     """
-    if not cfg.ckpt:
-        raise ConfigError(
-            "ckpt is not set: pass ckpt=PATH to a LoFTR checkpoint (no weights can be "
-            "downloaded on this machine)"
-        )
-    if cfg.resize is not None and not (isinstance(cfg.resize, int) and cfg.resize > 0):
-        raise ConfigError(f"resize={cfg.resize!r} must be a positive integer or null")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} but this machine has no CUDA GPU; use device=cpu")
+    validate(cfg)
     matcher = LoFTR.from_checkpoint(cfg.ckpt, cfg.model, overrides, cfg.model_from_ckpt)
     matcher.eval().to(cfg.device)
     stride = matcher.config["resolution"][0]
@@ -71,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     try:
+        check_additions("match", overrides)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="match", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:  # a typo in an override

@@ -9,14 +9,14 @@ python -m loftr.train hydra.run.dir=outputs/default/DIR ckpt_path=last   # resum
 from __future__ import annotations
 
 import signal
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
 from loftr.cli import one_line_errors
-from loftr.config import validate_run_config
+from loftr.config import check_additions
 
 WHERE = {
     "training": "during training",
@@ -50,7 +50,6 @@ def report_stop(result: dict, run_dir: str) -> None:
 def main(cfg: DictConfig) -> float | None:
     from loftr.lightning.run import train  # heavy imports after Hydra's --help / --cfg paths
 
-    validate_run_config(cfg)  # fail fast, naming the key, before any data is touched
     with open_dict(cfg):
         cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     result = train(cfg)
@@ -63,4 +62,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_additions)("train", sys.argv[1:])  # what Hydra's `+` lets past
     main()

@@ -25,7 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from experiments.bench.bench_inference import parse_size
 from experiments.bench.common import ROOT, machine_info
 from loftr.data.datamodule import LoFTRDataModule

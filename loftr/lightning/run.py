@@ -13,10 +13,11 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from loftr.cli import command, hydra_overrides, under_hydra
-from loftr.config import group_choice, validate_run_config
+from loftr.cli import command, group_choice, hydra_overrides, under_hydra
+from loftr.config import plain
+from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
@@ -145,12 +146,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         `trainer`, `module`, `datamodule`, and `stopped_by`/`stopped_in` (the stop signal's name
         and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
-    validate_run_config(cfg)
+    validate(cfg)  # the run's one check
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     L.seed_everything(cfg.seed, workers=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     datamodule = LoFTRDataModule(
         cfg.dataset,
         batch_size=cfg.hardware.batch_size,
@@ -158,6 +159,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pin_memory=cfg.hardware.pin_memory,
         seed=cfg.seed,
         max_skipped_pairs=cfg.trainer.max_skipped_pairs,
+        validated=True,  # by validate(cfg) above
     )
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)
@@ -283,7 +285,7 @@ def resume_command(run_dir: Path) -> str:
 
 def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
     """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
     if not logger:
         return

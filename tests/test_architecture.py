@@ -2,9 +2,10 @@
 
 The graph is read from the source with `ast`, not by importing: every `import` and
 `from ... import` of a module counts, at any depth (a function-level import is an arrow too), with
-relative imports resolved. Layers, lowest first: the model and the data rooms, the training
-rooms (`loftr.lightning`, `loftr.evaluation`), the entry points (train, evaluate, match and any
-`__main__`), which nothing imports.
+relative imports resolved. Layers, lowest first: the config's schema and resolvers
+(`loftr.config`, which import no other room), the model and the data rooms, the training rooms
+(`loftr.lightning`, `loftr.evaluation`) and the config's `validate` (which asks every room), the
+entry points (train, evaluate, match and any `__main__`), which nothing imports.
 """
 
 from __future__ import annotations
@@ -126,8 +127,17 @@ def test_no_import_circle():
 
 # (room, rooms it must never reach, directly or through another module)
 FORBIDDEN = (
-    ("loftr.model", ("loftr.data", "loftr.lightning", "loftr.evaluation", "loftr.losses")),
-    ("loftr.data", ("loftr.model", "loftr.lightning")),
+    (
+        "loftr.model",
+        (
+            "loftr.data",
+            "loftr.lightning",
+            "loftr.evaluation",
+            "loftr.losses",
+            "loftr.config.validate",
+        ),
+    ),
+    ("loftr.data", ("loftr.model", "loftr.lightning", "loftr.config.validate")),
 )
 
 
@@ -141,6 +151,21 @@ def test_lower_rooms_never_import_higher_ones(room, forbidden):
             if any(_in(target, f) for f in forbidden):
                 wrong.append(" -> ".join(path))
     assert not wrong, f"{room} reaches a higher layer:\n" + "\n".join(wrong)
+
+
+# the config's lowest layer: what every room may import, so it imports none of them
+CONFIG_BASE = ("loftr.config", "loftr.config.schema", "loftr.config.resolvers")
+SHARED = ("loftr.errors",)
+
+
+@pytest.mark.parametrize("module", CONFIG_BASE)
+def test_the_config_schema_and_resolvers_import_no_other_room(module):
+    wrong = [
+        " -> ".join(path)
+        for target, path in _reachable(module).items()
+        if target not in (*CONFIG_BASE, *SHARED)
+    ]
+    assert not wrong, f"{module} reaches another room:\n" + "\n".join(wrong)
 
 
 def test_nothing_imports_an_entry_point():

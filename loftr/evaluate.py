@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from loftr.cli import hydra_overrides, one_line_errors
-from loftr.config import check_additions
+from loftr.config.command_line import check_command_line
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -38,5 +38,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    one_line_errors(check_additions)("evaluate", sys.argv[1:])  # what Hydra's `+` lets past
+    one_line_errors(check_command_line)("evaluate", sys.argv[1:])  # config faults in one line
     main()

@@ -22,9 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from loftr.cli import one_line_errors
 from loftr.config import check_additions
+from loftr.config.command_line import composition_error
 from loftr.config.validate import validate
 from loftr.data.megadepth import read_megadepth_gray
-from loftr.errors import ConfigError
 from loftr.model import LoFTR
 from loftr.viz import make_confidence_figure
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="match", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:  # a typo in an override
-        raise ConfigError(" ".join(str(exc).split())) from None
+        raise composition_error(exc) from None
     data = match_pair(cfg, *images, overrides=overrides)
     n = len(data["mconf"])
     print(f"{n} matches between {images[0]} and {images[1]}")

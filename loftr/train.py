@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from loftr.cli import one_line_errors
-from loftr.config import check_additions
+from loftr.config.command_line import check_command_line
 
 WHERE = {
     "training": "during training",
@@ -62,5 +62,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    one_line_errors(check_additions)("train", sys.argv[1:])  # what Hydra's `+` lets past
+    one_line_errors(check_command_line)("train", sys.argv[1:])  # config faults in one line
     main()

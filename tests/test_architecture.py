@@ -154,7 +154,12 @@ def test_lower_rooms_never_import_higher_ones(room, forbidden):
 
 
 # the config's lowest layer: what every room may import, so it imports none of them
-CONFIG_BASE = ("loftr.config", "loftr.config.schema", "loftr.config.resolvers")
+CONFIG_BASE = (
+    "loftr.config",
+    "loftr.config.schema",
+    "loftr.config.resolvers",
+    "loftr.config.command_line",
+)
 SHARED = ("loftr.errors",)
 
 

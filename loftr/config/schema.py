@@ -13,8 +13,8 @@ compares with strings is unchanged; containers that leave the process are made w
 `OmegaConf.to_container(..., enum_to_str=True)` (`plain`), so checkpoints and logs hold strings.
 
 Hydra's `+key=value` and `++key=value` add keys past a structured node (OmegaConf's force-add), so
-`check_additions` holds added keys to the schema before composing; the entry points and the tests'
-compose helper call it.
+`check_additions` holds added keys to the schema before composing; the entry points
+(`loftr.config.command_line`) and the tests' compose helper call it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def _choice(name: str, values: Sequence[str]) -> type[Choice]:
     """A Choice whose members are `values` (names that are not identifiers, e.g. `32-true`)."""
     return Choice(name, {value: value for value in values})  # type: ignore[return-value]
 
+
+# a number as written: an int stays an int, so a message quotes the value the user typed
+Number = int | float
 
 Attention = _choice("Attention", ("linear", "full"))
 MatchType = _choice("MatchType", ("dual_softmax", "sinkhorn"))
@@ -154,14 +157,14 @@ class FineConf:
 
 @dataclass
 class MatchCoarseConf:
-    thr: float = MISSING
+    thr: Number = MISSING
     border_rm: int = MISSING
     match_type: MatchType = MISSING  # type: ignore[valid-type]  # the matcher group
-    dsmax_temperature: float = MISSING
+    dsmax_temperature: Number = MISSING
     skh_iters: int = MISSING
-    skh_init_bin_score: float = MISSING
+    skh_init_bin_score: Number = MISSING
     skh_prefilter: bool = MISSING
-    train_coarse_percent: float = MISSING
+    train_coarse_percent: Number = MISSING
     train_pad_num_gt_min: int = MISSING
     sparse_spvs: bool = MISSING  # the supervision group
 
@@ -169,14 +172,14 @@ class MatchCoarseConf:
 @dataclass
 class LossConf:
     coarse_type: CoarseLoss = MISSING  # type: ignore[valid-type]
-    coarse_weight: float = MISSING
-    focal_alpha: float = MISSING
-    focal_gamma: float = MISSING
-    pos_weight: float = MISSING
-    neg_weight: float = MISSING
+    coarse_weight: Number = MISSING
+    focal_alpha: Number = MISSING
+    focal_gamma: Number = MISSING
+    pos_weight: Number = MISSING
+    neg_weight: Number = MISSING
     fine_type: FineLoss = MISSING  # type: ignore[valid-type]
-    fine_weight: float = MISSING
-    fine_correct_thr: float = MISSING
+    fine_weight: Number = MISSING
+    fine_correct_thr: Number = MISSING
 
 
 @dataclass
@@ -217,8 +220,8 @@ class DatasetConf:
     test_npz_root: Any = MISSING
     test_list_path: Any = MISSING
     test_intrinsic_path: Any = MISSING
-    min_overlap_score_train: float = MISSING
-    min_overlap_score_test: float = MISSING
+    min_overlap_score_train: Number = MISSING
+    min_overlap_score_test: Number = MISSING
     augmentation_type: str | None = MISSING
     mgdpt_img_resize: int | None = MISSING
     mgdpt_img_pad: bool = MISSING
@@ -249,30 +252,30 @@ class HardwareConf:
 @dataclass
 class OptimConf:
     optimizer: Optimizer = MISSING  # type: ignore[valid-type]
-    adam_decay: float = MISSING
-    adamw_decay: float = MISSING
+    adam_decay: Number = MISSING
+    adamw_decay: Number = MISSING
     canonical_bs: int = MISSING
-    canonical_lr: float = MISSING
+    canonical_lr: Number = MISSING
     canonical_warmup_steps: int = MISSING
-    lr: float = MISSING  # derived: ${loftr.scaled_lr:...}
+    lr: Number = MISSING  # derived: ${loftr.scaled_lr:...}
     warmup_steps: int = MISSING  # derived: ${loftr.scaled_warmup_steps:...}
     warmup_type: WarmupType = MISSING  # type: ignore[valid-type]
-    warmup_ratio: float = MISSING
+    warmup_ratio: Number = MISSING
     scheduler: Scheduler = MISSING  # type: ignore[valid-type]
     scheduler_interval: SchedulerInterval = MISSING  # type: ignore[valid-type]
     milestones: list[int] = MISSING
-    gamma: float = MISSING
+    gamma: Number = MISSING
     cosa_tmax: int = MISSING
-    elr_gamma: float = MISSING
-    gradient_clipping: float = MISSING
+    elr_gamma: Number = MISSING
+    gradient_clipping: Number = MISSING
 
 
 @dataclass
 class EvalConf:
-    epi_err_thr: float = MISSING
+    epi_err_thr: Number = MISSING
     pose_estimator: str = MISSING  # loftr.metrics.check_pose_estimator (poselib is optional)
-    ransac_pixel_thr: float = MISSING
-    ransac_conf: float = MISSING
+    ransac_pixel_thr: Number = MISSING
+    ransac_conf: Number = MISSING
 
 
 @dataclass

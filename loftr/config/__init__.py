@@ -3,6 +3,8 @@
 - `loftr.config.schema`: the typed structured configs of `train`, `evaluate` and `match`,
   registered in Hydra's ConfigStore, so that a bad choice or an unknown key fails at composition;
 - `loftr.config.resolvers`: every `${loftr.*}` resolver (the LR scaling, the run id);
+- `loftr.config.command_line`: the entry points compose the command line's config once before
+  Hydra runs, so a composition fault is one `error:` line;
 - `loftr.config.validate`: `validate(cfg)`, the one check of a composed config before a run,
   which hands each part to the room that owns its rules (model, losses, schedule, data, metrics).
 

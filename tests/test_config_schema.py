@@ -3,6 +3,7 @@ schema come with `import loftr.config`, and one training run checks each room's 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import re
@@ -26,6 +27,7 @@ import loftr.model.config
 from loftr.config import check_additions, plain, schema
 from loftr.config import validate as validate_module
 from loftr.errors import ConfigError
+from loftr.lightning.checkpoints import config_changes
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg, compose_fast
 
@@ -198,3 +200,16 @@ def test_one_training_run_checks_each_rule_once_and_writes_plain_checkpoints(
             yield node
 
     assert {type(v) for v in leaves(config)} <= {str, int, float, bool, type(None)}
+
+
+def test_a_checkpoint_from_before_the_schema_resumes_without_reported_changes():
+    """Its config lacks the schema's optional keys (null now): they are no change; a real one is."""
+    current = plain(compose_fast())
+    saved = copy.deepcopy(current)
+    for node, key in ((saved["model"]["coarse"], "layer_type"), (saved["model"]["coarse"],
+                      "pos_encoding"), (saved["model"]["fine"], "layer_type"),
+                      (saved["dataset"], "test_only")):  # fmt: skip
+        assert node.pop(key) is None
+    assert config_changes(saved, current) == []
+    saved["model"]["coarse"]["attention"] = "full"
+    assert config_changes(saved, current) == ["model.coarse.attention: 'full' -> 'linear'"]

@@ -4,6 +4,7 @@ schema come with `import loftr.config`, and one training run checks each room's 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import re
@@ -206,10 +207,11 @@ def test_a_checkpoint_from_before_the_schema_resumes_without_reported_changes():
     """Its config lacks the schema's optional keys (null now): they are no change; a real one is."""
     current = plain(compose_fast())
     saved = copy.deepcopy(current)
-    for node, key in ((saved["model"]["coarse"], "layer_type"), (saved["model"]["coarse"],
-                      "pos_encoding"), (saved["model"]["fine"], "layer_type"),
-                      (saved["dataset"], "test_only")):  # fmt: skip
-        assert node.pop(key) is None
+    optional = ("model.coarse.layer_type", "model.coarse.pos_encoding", "model.fine.layer_type")
+    for dotted in (*optional, "dataset.test_only"):
+        *parents, leaf = dotted.split(".")
+        node = functools.reduce(dict.__getitem__, parents, saved)
+        assert node.pop(leaf) is None
     assert config_changes(saved, current) == []
     saved["model"]["coarse"]["attention"] = "full"
     assert config_changes(saved, current) == ["model.coarse.attention: 'full' -> 'linear'"]

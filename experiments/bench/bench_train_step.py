@@ -25,9 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from experiments.bench.bench_inference import parse_size
 from experiments.bench.common import ROOT, machine_info
+from loftr.config import plain  # the package registers the schemas and resolvers
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
 from loftr.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
@@ -74,7 +74,7 @@ def compose_config(width: int, height: int, overrides: list[str] | None = None) 
             config_name="train",
             overrides=[f"dataset.scannet_img_resize=[{width},{height}]", *(overrides or [])],
         )
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)
 
 
 def bench_train_step(

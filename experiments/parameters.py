@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.model import parameter_counts
 from loftr.model.config import variant_name
 

@@ -1,7 +1,7 @@
 """The kinds of value a numeric setting may hold, shared by every room's config check.
 
-The model's check (`loftr.model.config`) and the run's (`loftr.config`) name a setting's kind
-here, so the same words describe the same range wherever a key is checked.
+The model's check (`loftr.model.config`) and the run's (`loftr.config.validate`) name a setting's
+kind here, so the same words describe the same range wherever a key is checked.
 """
 
 from __future__ import annotations

@@ -99,3 +99,14 @@ def checkpoint_option(cfg: Any, overrides: Sequence[str]) -> None:
 def command(module: str, args: Sequence[str]) -> str:
     """`python -m module args...`, quoted for a POSIX shell where an argument needs it."""
     return " ".join(["python", "-m", module, *(shlex.quote(str(a)) for a in args)])
+
+
+def group_choice(group: str, fallback: str) -> str:
+    """`group=option` as the command line chose it (Hydra runs), else `fallback`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        option = HydraConfig.get().runtime.choices.get(group)
+        if option is not None:
+            return f"{group}={option}"
+    return fallback

@@ -13,10 +13,13 @@ protocol) and logs to W&B. `ckpt=` is the deprecated name of `ckpt_path=`.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from loftr.cli import checkpoint_option, hydra_overrides, one_line_errors, set_run_dir
+from loftr.config.command_line import check_command_line
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -24,11 +27,9 @@ from loftr.cli import checkpoint_option, hydra_overrides, one_line_errors, set_r
 def main(cfg: DictConfig) -> None:
     from loftr.evaluation.testing import evaluate
     from loftr.lightning.loggers import log_evaluation
-    from loftr.lightning.trainer import check_logger_config
 
     set_run_dir(cfg)
     checkpoint_option(cfg, hydra_overrides())
-    check_logger_config(cfg)  # before any work
     result = evaluate(cfg, hydra_overrides())  # validates, then evaluates
     log_evaluation(cfg, result)
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
@@ -37,4 +38,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_command_line)("evaluate", sys.argv[1:])  # config faults in one line
     main()

@@ -18,21 +18,23 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from loftr.cli import checkpoint_option
+from loftr.config import check_additions
+from loftr.config.command_line import composition_error
+from loftr.config.schema import CONF_DIR
+from loftr.config.validate import validate
 from loftr.data.megadepth import read_megadepth_gray
-from loftr.errors import ConfigError
 from loftr.model import LoFTR
 from loftr.viz import make_confidence_figure
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def match_config(overrides: Sequence[str]) -> DictConfig:
     """The `match` config with the command line's `overrides` (`ckpt=` moved to `ckpt_path`)."""
     try:
+        check_additions("match", overrides)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="match", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:  # a typo in an override
-        raise ConfigError(" ".join(str(exc).split())) from None
+        raise composition_error(exc) from None
     checkpoint_option(cfg, overrides)
     return cfg
 
@@ -44,15 +46,7 @@ def match_pair(cfg: DictConfig, image0: str, image1: str, overrides: Sequence[st
     `LoFTR.from_checkpoint`); the images are resized so that both sides are multiples of that
     model's coarse stride.
     """
-    if not cfg.ckpt_path:
-        raise ConfigError(
-            "ckpt is not set: pass ckpt_path=PATH to a LoFTR checkpoint (no weights can be "
-            "downloaded on this machine)"
-        )
-    if cfg.resize is not None and not (isinstance(cfg.resize, int) and cfg.resize > 0):
-        raise ConfigError(f"resize={cfg.resize!r} must be a positive integer or null")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} but this machine has no CUDA GPU; use device=cpu")
+    validate(cfg)
     matcher = LoFTR.from_checkpoint(cfg.ckpt_path, cfg.model, overrides, cfg.model_from_ckpt)
     matcher.eval().to(cfg.device)
     stride = matcher.config["resolution"][0]

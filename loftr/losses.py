@@ -86,9 +86,11 @@ class LoFTRLoss(nn.Module):
     Args:
         config: the ``model`` config node (plain dict or DictConfig): reads ``loss.*``,
             ``match_coarse.match_type`` and ``match_coarse.sparse_spvs``.
+        validated: `config` has passed :func:`check_loss_config` already (a training run's
+            `loftr.config.validate.validate`), so it is not checked again.
 
     Raises:
-        ConfigError: see :func:`check_loss_config`.
+        ConfigError: see :func:`check_loss_config` (unless `validated`).
 
     Example:
         >>> cfg = {"loss": {"coarse_type": "focal", "coarse_weight": 1.0, "focal_alpha": 0.25,
@@ -101,9 +103,10 @@ class LoFTRLoss(nn.Module):
         tensor(0.0866)
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], *, validated: bool = False) -> None:
         super().__init__()
-        check_loss_config(config)
+        if not validated:  # a training run has checked it once already (`validated=True`)
+            check_loss_config(config)
         loss = config["loss"]
         self.match_type: str = str(config["match_coarse"]["match_type"])
         self.sparse_spvs: bool = bool(config["match_coarse"]["sparse_spvs"])

@@ -6,13 +6,13 @@ python -m loftr.train experiment=indoor_ds hardware=gpus4 accumulate=16
 python -m loftr.train hydra.run.dir=outputs/default/DIR ckpt_path=last   # resume that run
 """
 
-from __future__ import annotations
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
 from loftr.cli import one_line_errors, set_run_dir
+from loftr.config.command_line import check_command_line
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -25,4 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_command_line)("train", sys.argv[1:])  # config faults in one line
     main()

@@ -11,6 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import loftr.config  # noqa: E402, F401  (the schemas and resolvers, before any test composes)
 from tests.helpers import ROOT  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

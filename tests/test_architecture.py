@@ -2,9 +2,10 @@
 
 The graph is read from the source with `ast`, not by importing: every `import` and
 `from ... import` of a module counts, at any depth (a function-level import is an arrow too), with
-relative imports resolved. Layers, lowest first: the model and the data rooms, the training
-rooms (`loftr.lightning`, `loftr.evaluation`), the entry points (train, evaluate, match and any
-`__main__`), which nothing imports.
+relative imports resolved. Layers, lowest first: the config's schema and resolvers
+(`loftr.config`, which import no other room), the model and the data rooms, the training rooms
+(`loftr.lightning`, `loftr.evaluation`) and the config's `validate` (which asks every room), the
+entry points (train, evaluate, match and any `__main__`), which nothing imports.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def test_the_graph_sees_every_kind_of_import():
     """The reader finds module-level, function-level and relative imports (a self-check)."""
     assert "loftr.model.checkpoint" in GRAPH["loftr.model.loftr"]  # from loftr.model.x import y
     assert "loftr.model.loftr" in GRAPH["loftr.model"]  # the package file
-    assert "loftr.losses" in GRAPH["loftr.config"]  # a function-level import
+    assert "loftr.losses" in GRAPH["loftr.config.validate"]  # a function-level import
     relative = "def f():\n    from . import fine\n    from ..errors import ConfigError\n"
     assert _imports("loftr.model.backbone", relative) == {"loftr.model.fine", "loftr.errors"}
     assert _imports("loftr.model", "from .config import model_config\n") == {"loftr.model.config"}
@@ -126,8 +127,17 @@ def test_no_import_circle():
 
 # (room, rooms it must never reach, directly or through another module)
 FORBIDDEN = (
-    ("loftr.model", ("loftr.data", "loftr.lightning", "loftr.evaluation", "loftr.losses")),
-    ("loftr.data", ("loftr.model", "loftr.lightning", "loftr.evaluation")),
+    (
+        "loftr.model",
+        (
+            "loftr.data",
+            "loftr.lightning",
+            "loftr.evaluation",
+            "loftr.losses",
+            "loftr.config.validate",
+        ),
+    ),
+    ("loftr.data", ("loftr.model", "loftr.lightning", "loftr.evaluation", "loftr.config.validate")),
 )
 
 
@@ -142,6 +152,26 @@ def test_lower_rooms_never_import_higher_ones(room, forbidden):
             if any(_in(target, f) for f in forbidden):
                 wrong.append(" -> ".join(path))
     assert not wrong, f"{room} reaches a higher layer:\n" + "\n".join(wrong)
+
+
+# the config's lowest layer: what every room may import, so it imports none of them
+CONFIG_BASE = (
+    "loftr.config",
+    "loftr.config.schema",
+    "loftr.config.resolvers",
+    "loftr.config.command_line",
+)
+SHARED = ("loftr.errors",)
+
+
+@pytest.mark.parametrize("module", CONFIG_BASE)
+def test_the_config_schema_and_resolvers_import_no_other_room(module):
+    wrong = [
+        " -> ".join(path)
+        for target, path in _reachable(module).items()
+        if target not in (*CONFIG_BASE, *SHARED)
+    ]
+    assert not wrong, f"{module} reaches another room:\n" + "\n".join(wrong)
 
 
 def test_nothing_imports_an_entry_point():

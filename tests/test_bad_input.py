@@ -18,8 +18,7 @@ import skimage.data
 import torch
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
-from loftr.config import validate_run_config
+from loftr.config.validate import validate
 from loftr.errors import CheckpointError, ConfigError
 from loftr.evaluation.testing import evaluate
 from loftr.inference import match_pair
@@ -89,7 +88,7 @@ def fast_ckpt(tmp_path_factory) -> Path:
 )
 def test_setting_out_of_range_is_named(override, named):
     with pytest.raises(ConfigError, match=named):
-        validate_run_config(compose_cfg("train", override))
+        validate(compose_cfg("train", override))
 
 
 def test_out_of_range_setting_on_the_command_line_is_one_line_and_leaves_no_folder(tmp_path):
@@ -119,7 +118,7 @@ def test_a_test_set_is_refused_by_training_naming_the_evaluate_command(dataset):
     with pytest.raises(
         ConfigError, match=rf"python -m loftr\.evaluate ckpt_path=PATH dataset={dataset}"
     ):
-        validate_run_config(compose_cfg("train", f"dataset={dataset}"))
+        validate(compose_cfg("train", f"dataset={dataset}"))
 
 
 def test_an_eval_experiment_is_refused_by_training_on_the_command_line(tmp_path):
@@ -135,7 +134,7 @@ def test_an_eval_experiment_is_refused_by_training_on_the_command_line(tmp_path)
 def test_gpu_group_needs_its_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match=r"asks for 4 GPU\(s\) .*devices=4.* this machine has 1"):
-        validate_run_config(compose_cfg("train", "hardware=gpus4"))
+        validate(compose_cfg("train", "hardware=gpus4"))
 
 
 def test_gpu_group_without_gpus_is_one_line_naming_the_group(tmp_path):

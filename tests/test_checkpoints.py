@@ -19,7 +19,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.errors import CheckpointError, ConfigError
 from loftr.lightning import checkpoints
 from loftr.lightning.fit import train

@@ -16,7 +16,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from experiments import collect as collector
 from experiments import dashboard
 from experiments.parameters import parameter_table

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.module import LoFTRModule
 from tests.helpers import ROOT

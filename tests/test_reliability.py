@@ -24,7 +24,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from loftr.lightning import fit
 from loftr.lightning import trainer as lightning_trainer

@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from loftr.config.resolvers import register_resolvers
 from loftr.errors import ConfigError
 from loftr.lightning.schedule import (
     build_optimizer,
     lr_at,
-    register_resolvers,
     scaled_learning_rate,
     scaled_warmup_steps,
     scheduler_factor,

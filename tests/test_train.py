@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR resolvers)
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.errors import ConfigError
 from loftr.evaluation.export import SCHEMA_VERSION
 from loftr.evaluation.protocol import Protocol

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
+import loftr.config  # noqa: F401  (registers the schemas and resolvers)
 from loftr.data.datamodule import LoFTRDataModule
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"

@@ -24,9 +24,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import loftr.lightning.schedule  # noqa: F401  (registers the LR-scaling resolvers)
 from experiments.bench.bench_inference import parse_size
 from experiments.bench.common import ROOT, machine_info, write_json
+from loftr.config import plain  # the package registers the schemas and resolvers
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
 from loftr.lightning.module import LoFTRModule
@@ -73,7 +73,7 @@ def compose_config(width: int, height: int, overrides: list[str] | None = None) 
             config_name="train",
             overrides=[f"dataset.scannet_img_resize=[{width},{height}]", *(overrides or [])],
         )
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)
 
 
 def bench_train_step(

@@ -63,6 +63,22 @@ def _as_list(value: Any, n: int, key: str) -> list[Any]:
     return [value] * n
 
 
+def check_dataset_config(dataset: Mapping[str, Any]) -> None:
+    """Raise ConfigError, naming the key, for a `dataset` node the loaders cannot serve: an
+    augmentation (docs/original.md#augmentation) or an unknown data source."""
+    if dataset.get("augmentation_type") is not None:
+        # docs/original.md#augmentation: the original raises NotImplementedError for every
+        # augmentation.
+        raise ConfigError(
+            f"dataset.augmentation_type={dataset['augmentation_type']!r}: LoFTR trains "
+            "without augmentation (docs/original.md#augmentation); set it to null"
+        )
+    for key in ("trainval_data_source", "test_data_source"):
+        source = dataset.get(key)
+        if source is not None and source not in SOURCES:
+            raise ConfigError(f"dataset.{key}={source!r}; use one of {list(SOURCES)} or null")
+
+
 class LoFTRDataModule(L.LightningDataModule):
     """ScanNet / MegaDepth loaders as the original LoFTR builds them (docs/original.md#datamodule).
 
@@ -82,10 +98,12 @@ class LoFTRDataModule(L.LightningDataModule):
         max_skipped_pairs: ``trainer.max_skipped_pairs``; a training pair that cannot be read
             is replaced by the next one (:class:`~loftr.data.skipping.SkipBrokenPairs`), which
             names up to one more than this many per item.
+        validated: ``dataset`` has passed :func:`check_dataset_config` already (a training
+            run's `loftr.config.validate.validate`), so it is not checked again.
 
     Raises:
         ConfigError: an unknown data source, a missing key, or an augmentation type other than
-            null (docs/original.md#augmentation).
+            null (docs/original.md#augmentation; :func:`check_dataset_config`).
 
     Example:
         >>> dm = LoFTRDataModule(cfg.dataset, batch_size=1, num_workers=0, seed=66)
@@ -101,27 +119,20 @@ class LoFTRDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int = 66,
         max_skipped_pairs: int = 100,
+        *,
+        validated: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(dataset, DictConfig):
-            dataset = OmegaConf.to_container(dataset, resolve=True)
+            dataset = OmegaConf.to_container(dataset, resolve=True, enum_to_str=True)
         self.config: dict[str, Any] = dict(dataset)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
         self.max_skipped_pairs = int(max_skipped_pairs)
-        if self.config.get("augmentation_type") is not None:
-            # docs/original.md#augmentation: the original raises NotImplementedError for every
-            # augmentation.
-            raise ConfigError(
-                f"dataset.augmentation_type={self.config['augmentation_type']!r}: LoFTR trains "
-                "without augmentation (docs/original.md#augmentation); set it to null"
-            )
-        for key in ("trainval_data_source", "test_data_source"):
-            source = self.config.get(key)
-            if source is not None and source not in SOURCES:
-                raise ConfigError(f"dataset.{key}={source!r}; use one of {list(SOURCES)} or null")
+        if not validated:
+            check_dataset_config(self.config)
 
         self.train_dataset: ConcatDataset | None = None
         self.train_sampler: RandomConcatSampler | None = None

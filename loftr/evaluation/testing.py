@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from loftr.config import validate_evaluate_config
+from loftr.config import plain
+from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.export import protocol_fields, write_metrics
 from loftr.evaluation.metrics import (
@@ -127,11 +128,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Returns:
         `metrics`, `protocol`, `cache` (the prediction file) and `cached` (True when reused).
     """
-    validate_evaluate_config(cfg)
+    validate(cfg)
     matcher = LoFTR.from_checkpoint(cfg.ckpt_path, cfg.model, overrides, cfg.model_from_ckpt)
     model_cfg = matcher.config
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    dataset_cfg, eval_cfg = plain(cfg.dataset), plain(cfg.eval)
     cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt_path, model_cfg, dataset_cfg) / PREDICTION_FILE
     datamodule = LoFTRDataModule(cfg.dataset, num_workers=cfg.hardware.num_workers, seed=cfg.seed)
     cached = cache.is_file()

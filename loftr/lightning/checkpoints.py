@@ -258,14 +258,16 @@ def _under(key: str, prefix: str) -> bool:
 def config_changes(
     saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str] = ()
 ) -> list[str]:
-    """`key: saved -> current` for each training value that differs and is not allowed."""
+    """`key: saved -> current` for each training value that differs and is not allowed.
+
+    An absent key equals a null one: the schema's optional keys (`model.coarse.layer_type`,
+    `dataset.test_only`, ...) are null in every config now, and absent from older checkpoints.
+    """
     before, after = training_values(saved), training_values(current)
-    missing = object()
     return [
         f"{k}: {before.get(k, '(absent)')!r} -> {after.get(k, '(absent)')!r}"
         for k in sorted(set(before) | set(after))
-        if before.get(k, missing) != after.get(k, missing)
-        and not any(_under(k, p) for p in allowed)
+        if before.get(k) != after.get(k) and not any(_under(k, p) for p in allowed)
     ]
 
 

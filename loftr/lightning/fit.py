@@ -13,10 +13,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from loftr.cli import command, hydra_overrides, under_hydra
-from loftr.config import group_choice, validate_run_config
+from loftr.cli import command, group_choice, hydra_overrides, under_hydra
+from loftr.config import plain
+from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import (
@@ -29,7 +30,7 @@ from loftr.lightning.checkpoints import (
 from loftr.lightning.loggers import build_logger
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
-from loftr.lightning.trainer import build_callbacks, build_trainer, check_lightning_config
+from loftr.lightning.trainer import build_callbacks, build_trainer
 
 WHERE = {
     "training": "during training",
@@ -50,13 +51,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         `trainer`, `module`, `datamodule`, and `stopped_by`/`stopped_in` (the stop signal's name
         and where it stopped the run, see `LastCheckpoint`; None when no signal came).
     """
-    validate_run_config(cfg)
-    check_lightning_config(cfg)
+    validate(cfg)  # the run's one check
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     L.seed_everything(cfg.seed, workers=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     datamodule = LoFTRDataModule(
         cfg.dataset,
         batch_size=cfg.hardware.batch_size,
@@ -64,6 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pin_memory=cfg.hardware.pin_memory,
         seed=cfg.seed,
         max_skipped_pairs=cfg.trainer.max_skipped_pairs,
+        validated=True,  # by validate(cfg) above
     )
     module = LoFTRModule(config, val_set_names=datamodule.val_set_names)
     logger = build_logger(cfg, run_dir, config, job_type="train", ckpt_path=ckpt_path)

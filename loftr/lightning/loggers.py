@@ -25,8 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from loftr.config import plain
 from loftr.errors import ConfigError
 from loftr.lightning.checkpoints import atomic_write
 from loftr.lightning.trainer import LOGGER_OWN_KEYS, build, load_target
@@ -195,7 +196,7 @@ def build_logger(
 
 def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
     """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
     if not logger:
         return

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from loftr.config import plain
 from loftr.data.skipping import SKIPPED_KEY
 from loftr.errors import DataError, NonFiniteError
 from loftr.evaluation.metrics import (
@@ -24,7 +25,7 @@ from loftr.evaluation.metrics import (
 from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
 from loftr.losses import LoFTRLoss
 from loftr.model import LoFTR, count_parameters, strip_prefix
-from loftr.model.config import model_config
+from loftr.model.config import normalised_model_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 log = logging.getLogger(__name__)
@@ -46,22 +47,24 @@ class LoFTRModule(L.LightningModule):
     checkpoint); past `trainer.max_skipped_pairs` distinct ones every rank stops, naming them.
 
     Args:
-        config: the resolved run config as plain containers; reads `model`, `optim`, `eval`,
+        config: the run config that `loftr.config.validate.validate` passed, resolved (a
+            DictConfig or containers); reads `model`, `optim`, `eval`,
             `trainer.max_consecutive_nonfinite` and `trainer.max_skipped_pairs`.
         val_set_names: a name per validation dataloader, used in metric keys.
     """
 
     def __init__(self, config: dict[str, Any], val_set_names: list[str] | None = None) -> None:
         super().__init__()
+        config = plain(config)  # the checkpoint's copy: strings, never Enum members
         self.save_hyperparameters()
-        self.model_cfg = model_config(config["model"])
+        self.model_cfg = normalised_model_config(config["model"])  # checked by validate
         self.optim_cfg = config["optim"]
         self.eval_cfg = config["eval"]
         self.max_consecutive_nonfinite = int(config["trainer"]["max_consecutive_nonfinite"])
         self.max_skipped_pairs = int(config["trainer"]["max_skipped_pairs"])
         self.val_set_names = list(val_set_names or ["val"])
-        self.matcher = LoFTR(self.model_cfg)
-        self.loss = LoFTRLoss(self.model_cfg)
+        self.matcher = LoFTR(self.model_cfg, validated=True)
+        self.loss = LoFTRLoss(self.model_cfg, validated=True)
         # per validation set: AUCs, precision, mean losses and the number of distinct pairs
         self.validation_results: dict[str, dict[str, float]] = {}
         self._pending_rng_states: list[dict[str, Any]] | None = None

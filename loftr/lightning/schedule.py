@@ -18,9 +18,10 @@ original's numbers, its quirks included:
   lost (never the case with the shipped milestones; :func:`lr_at` takes ``steps_per_epoch`` to
   place the end of the warm-up when it matters).
 
-The derived config keys ``optim.lr`` and ``optim.warmup_steps`` come from OmegaConf resolvers
-registered by :func:`register_resolvers` (called on import), so ``--cfg job --resolve`` shows the
-numbers a run will use.
+The batch scaling itself (:func:`true_batch_size`, :func:`scaled_learning_rate`,
+:func:`scaled_warmup_steps`) is plain arithmetic in `loftr.config.resolvers`, whose resolvers derive
+the config keys ``optim.lr`` and ``optim.warmup_steps`` from it (``--cfg job --resolve`` shows the
+numbers a run will use); it is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,17 +31,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from omegaconf import ListConfig, OmegaConf
 
-from loftr.config import run_id
+from loftr.config.resolvers import scaled_learning_rate, scaled_warmup_steps, true_batch_size
 from loftr.errors import ConfigError
 
 __all__ = [
     "SCHEDULERS",
     "WARMUP_TYPES",
     "build_optimizer",
+    "check_optim_config",
     "lr_at",
-    "register_resolvers",
     "scaled_learning_rate",
     "scaled_warmup_steps",
     "scheduler_factor",
@@ -49,104 +49,10 @@ __all__ = [
     "warmup_lr",
 ]
 
+OPTIMIZERS = ("adamw", "adam")
 WARMUP_TYPES = ("linear", "constant")
 SCHEDULERS = ("MultiStepLR", "CosineAnnealing", "ExponentialLR")
 SCHEDULER_INTERVALS = ("epoch", "step")
-
-
-# --------------------------------------------------------------------------------------------
-# Batch scaling (docs/original.md#lr-scaling)
-# --------------------------------------------------------------------------------------------
-
-
-def _count_devices(devices: Any) -> int:
-    """Number of devices from Lightning's ``devices``: an int, a list of ids or ``"0,1,2"``."""
-    if isinstance(devices, list | tuple | ListConfig):
-        count = len(devices)
-    elif isinstance(devices, str) and "," in devices:
-        count = len([d for d in devices.split(",") if d.strip()])
-    else:
-        try:
-            count = int(devices)
-        except (TypeError, ValueError):
-            count = -1
-    if count < 1:
-        raise ConfigError(
-            f"hardware.devices={devices!r} does not give a device count; the true batch size "
-            "(and so optim.lr and optim.warmup_steps, docs/original.md#lr-scaling) needs a "
-            "positive int or a list of device ids."
-        )
-    return count
-
-
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or number != value:
-        raise ConfigError(
-            f"{name}={value!r} must be a positive integer (docs/original.md#lr-scaling)."
-        )
-    return number
-
-
-def true_batch_size(devices: Any, num_nodes: int, batch_size: int, accumulate: int = 1) -> int:
-    """Pairs per optimizer step: devices x nodes x per-device batch x accumulation
-    (docs/original.md#lr-scaling).
-
-    Gradient accumulation counts in the true batch (docs/differences.md#6).
-
-    Args:
-        devices: devices per node: an int, a list of ids or a ``"0,1"`` string.
-        num_nodes: number of nodes.
-        batch_size: pairs per device per forward pass.
-        accumulate: forward passes per optimizer step.
-
-    Returns:
-        The true batch size.
-
-    Raises:
-        ConfigError: a value that is not a positive count.
-
-    Example:
-        >>> true_batch_size(4, 1, 1, 16)
-        64
-    """
-    return (
-        _count_devices(devices)
-        * _positive_int("hardware.num_nodes", num_nodes)
-        * _positive_int("hardware.batch_size", batch_size)
-        * _positive_int("accumulate", accumulate)
-    )
-
-
-def _scaling(true_bs: int, canonical_bs: int) -> float:
-    return _positive_int("true batch size", true_bs) / _positive_int(
-        "optim.canonical_bs", canonical_bs
-    )
-
-
-def scaled_learning_rate(canonical_lr: float, true_bs: int, canonical_bs: int = 64) -> float:
-    """``canonical_lr * true_bs / canonical_bs``, computed as the original does
-    (docs/original.md#lr-scaling).
-
-    Example:
-        >>> scaled_learning_rate(6e-3, 4)
-        0.000375
-    """
-    return float(canonical_lr) * _scaling(true_bs, canonical_bs)
-
-
-def scaled_warmup_steps(canonical_warmup_steps: int, true_bs: int, canonical_bs: int = 64) -> int:
-    """``floor(canonical_warmup_steps / scaling)``: the warm-up length in pairs is kept
-    (docs/original.md#lr-scaling).
-
-    Example:
-        >>> scaled_warmup_steps(4800, 4)
-        76800
-    """
-    return math.floor(canonical_warmup_steps / _scaling(true_bs, canonical_bs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,77 +262,23 @@ def build_optimizer(
     Raises:
         ConfigError: an unknown ``optim.optimizer``.
     """
+    name = _optimizer_name(optim_cfg)
+    optimizer = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    decay = float(_get(optim_cfg, f"{name}_decay"))
+    return optimizer(parameters, lr=float(_get(optim_cfg, "lr")), weight_decay=decay)
+
+
+def _optimizer_name(optim_cfg: Mapping[str, Any]) -> str:
     name = str(_get(optim_cfg, "optimizer"))
-    lr = float(_get(optim_cfg, "lr"))
-    if name == "adamw":
-        return torch.optim.AdamW(
-            parameters, lr=lr, weight_decay=float(_get(optim_cfg, "adamw_decay"))
-        )
-    if name == "adam":
-        return torch.optim.Adam(
-            parameters, lr=lr, weight_decay=float(_get(optim_cfg, "adam_decay"))
-        )
-    raise ConfigError(f"optim.optimizer={name!r} is unknown; choose 'adamw' or 'adam'.")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.optimizer={name!r} is unknown; choose 'adamw' or 'adam'.")
+    return name
 
 
-# --------------------------------------------------------------------------------------------
-# OmegaConf resolvers for the derived keys
-# --------------------------------------------------------------------------------------------
-
-
-def _resolve_true_bs(devices: Any, num_nodes: Any, batch_size: Any, accumulate: Any) -> int:
-    return true_batch_size(devices, num_nodes, batch_size, accumulate)
-
-
-def _resolve_scaled_lr(
-    canonical_lr: Any,
-    devices: Any,
-    num_nodes: Any,
-    batch_size: Any,
-    accumulate: Any,
-    canonical_bs: Any = 64,
-) -> float:
-    true_bs = true_batch_size(devices, num_nodes, batch_size, accumulate)
-    return scaled_learning_rate(float(canonical_lr), true_bs, int(canonical_bs))
-
-
-def _resolve_scaled_warmup_steps(
-    canonical_warmup_steps: Any,
-    devices: Any,
-    num_nodes: Any,
-    batch_size: Any,
-    accumulate: Any,
-    canonical_bs: Any = 64,
-) -> int:
-    true_bs = true_batch_size(devices, num_nodes, batch_size, accumulate)
-    return scaled_warmup_steps(int(canonical_warmup_steps), true_bs, int(canonical_bs))
-
-
-_RESOLVERS = {
-    "loftr.true_bs": _resolve_true_bs,
-    "loftr.scaled_lr": _resolve_scaled_lr,
-    "loftr.scaled_warmup_steps": _resolve_scaled_warmup_steps,
-}
-
-
-def register_resolvers() -> None:
-    """Register the ``loftr.*`` OmegaConf resolvers; calling it again does nothing.
-
-    - ``${loftr.true_bs:devices,num_nodes,batch_size,accumulate}``
-    - ``${loftr.scaled_lr:canonical_lr,devices,num_nodes,batch_size,accumulate,canonical_bs}``
-    - ``${loftr.scaled_warmup_steps:canonical_warmup_steps,devices,num_nodes,batch_size,
-      accumulate,canonical_bs}``
-
-    - ``${loftr.run_id:time_format}``: the default run directory's name (`loftr.config.run_id`),
-      computed once per process
-
-    Entry points must import this module before Hydra composes (it registers on import).
-    """
-    for name, fn in _RESOLVERS.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-    if not OmegaConf.has_resolver("loftr.run_id"):
-        OmegaConf.register_new_resolver("loftr.run_id", run_id, use_cache=True)
-
-
-register_resolvers()
+def check_optim_config(optim_cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError, naming the key, when the schedule cannot run with the `optim` node:
+    an unknown optimizer, warm-up, scheduler or interval, or a key the scheduler needs missing
+    (the lr of the first step and of the first step after the warm-up are computed)."""
+    _optimizer_name(optim_cfg)
+    lr_at(0, 0, optim_cfg)
+    lr_at(int(_get(optim_cfg, "warmup_steps")), 0, optim_cfg)

@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from loftr.config import plain
 from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import AtomicCheckpointIO, ResumeGuard
@@ -180,7 +181,7 @@ def check_lightning_config(cfg: Mapping[str, Any] | DictConfig) -> None:
 def build(node: DictConfig, own: set[str] = frozenset(), **provided: Any) -> Any:
     """`node`'s target built with its arguments (None values and `own` keys left out), then
     `provided` (what the platform hands over: objects, paths), which win."""
-    settings = OmegaConf.to_container(node, resolve=True)
+    settings = plain(node)
     settings = {k: v for k, v in settings.items() if v is not None and k not in own}
     return instantiate(settings, _partial_=True, _convert_="all")(**provided)
 

@@ -31,8 +31,9 @@ MODEL_RANGES = (
 )
 
 
-def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    """A validated plain-dict copy of a `model` node, with `resolution` as a tuple.
+def normalised_model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A plain-dict copy of a `model` node, its choices as strings and `resolution` a tuple;
+    not checked (`model_config` checks it).
 
     Args:
         config: the `model` node (DictConfig or mapping), e.g. `cfg.model`.
@@ -41,10 +42,17 @@ def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         A deep copy as plain containers; the caller's object is never modified.
     """
     if isinstance(config, DictConfig):
-        plain = OmegaConf.to_container(config, resolve=True)
+        plain = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
     else:
         plain = copy.deepcopy(dict(config))
     plain["resolution"] = tuple(plain["resolution"])
+    return plain
+
+
+def model_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A validated plain-dict copy of a `model` node (`normalised_model_config`, then
+    `validate_model_config`)."""
+    plain = normalised_model_config(config)
     validate_model_config(plain)
     return plain
 
@@ -105,7 +113,7 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
     Checks the backbone type, the (coarse, fine) resolution, an odd fine window, the attention
     and matcher types, head counts that divide the widths, the matching ranges and the ablation
     variants' keys. The loss rules are the loss's own (`loftr.losses.check_loss_config`): the run's
-    check (`loftr.config.validate_run_config`) applies them, so building a LoFTR never reads them.
+    check (`loftr.config.validate.validate`) applies them, so building a LoFTR never reads them.
     """
     if _require(config, "backbone_type") != "ResNetFPN":
         raise ConfigError(
@@ -166,13 +174,13 @@ def validate_variant_config(config: Mapping[str, Any]) -> None:
         lower-cased).
     """
     for level in ("coarse", "fine"):
-        layer_type = config[level].get("layer_type", "transformer")
+        layer_type = config[level].get("layer_type") or "transformer"
         if layer_type not in LAYER_TYPES:
             raise ConfigError(
                 f"model.{level}.layer_type={layer_type!r} is not supported; use one of "
                 f"{list(LAYER_TYPES)}"
             )
-    pos_encoding = config["coarse"].get("pos_encoding", "input")
+    pos_encoding = config["coarse"].get("pos_encoding") or "input"
     if pos_encoding not in POS_ENCODINGS:
         raise ConfigError(
             f"model.coarse.pos_encoding={pos_encoding!r} is not supported; use one of "

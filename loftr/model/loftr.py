@@ -23,7 +23,7 @@ from loftr.model.checkpoint import (
     strip_prefix,
 )
 from loftr.model.coarse_matching import CoarseMatching
-from loftr.model.config import checkpoint_model, model_config
+from loftr.model.config import checkpoint_model, model_config, normalised_model_config
 from loftr.model.fine import FinePreprocess, LazyFineMaps
 from loftr.model.variants import (
     build_feature_transform,
@@ -51,6 +51,8 @@ class LoFTR(nn.Module):
             optional keys tune inference only: `fine_windows_only` (default true: the fine
             branch around the selected windows; false: over the whole map) and `compile`
             (default false: `torch.compile` the backbone trunk and both transformers).
+        validated: `config` has passed `loftr.model.config.validate_model_config` already (a
+            training run's `loftr.config.validate.validate`), so it is not checked again.
 
     Example:
         >>> from hydra import compose, initialize_config_dir
@@ -60,9 +62,11 @@ class LoFTR(nn.Module):
         torch.Size([M, 2])
     """
 
-    def __init__(self, config: Mapping[str, Any] | DictConfig) -> None:
+    def __init__(self, config: Mapping[str, Any] | DictConfig, *, validated: bool = False) -> None:
         super().__init__()
-        self.config = model_config(config)
+        # a LoFTR built by a user (or from a checkpoint) checks its config; a training run has
+        # checked it once already and passes `validated=True`
+        self.config = normalised_model_config(config) if validated else model_config(config)
         cfg = self.config
         self.backbone = build_backbone(cfg)
         # the paper modules, or a Table 6 ablation variant chosen by model keys (variants.py)

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from kornia.feature.loftr.utils.position_encoding import PositionEncodingSine
 from torch import nn
 
-from loftr.model.config import validate_variant_config
 from loftr.model.transformer import LocalFeatureTransformer
 
 
@@ -47,9 +46,9 @@ def build_position_encoding(config: Mapping[str, Any]) -> nn.Module:
 
     The sine encoding grows past 256 x 256 coarse cells when an input needs it
     (docs/differences.md#4); its buffer is not persistent, so neither choice changes the state dict.
+    `config` has passed `loftr.model.config.validate_model_config` (the variant keys included).
     """
-    validate_variant_config(config)
-    if config["coarse"].get("pos_encoding", "input") == "every_layer":
+    if (config["coarse"].get("pos_encoding") or "input") == "every_layer":
         return nn.Identity()
     return PositionEncodingSine(
         config["coarse"]["d_model"], temp_bug_fix=config["coarse"]["temp_bug_fix"]
@@ -65,11 +64,10 @@ def build_feature_transform(config: Mapping[str, Any], level: str) -> nn.Module:
     `(N, L, C)`, `(N, S, C)` and return the transformed pair; those with `takes_shapes = True`
     also need the maps' `(h, w)` as `hw0=`, `hw1=` (see `shape_kwargs`).
     """
-    validate_variant_config(config)
     node = config[level]
-    if node.get("layer_type", "transformer") == "conv":
+    if (node.get("layer_type") or "transformer") == "conv":
         return ConvFeatureStack(node)
-    if level == "coarse" and node.get("pos_encoding", "input") == "every_layer":
+    if level == "coarse" and (node.get("pos_encoding") or "input") == "every_layer":
         return EveryLayerPositionTransformer(node)
     return LocalFeatureTransformer(node)
 

@@ -166,7 +166,7 @@ def _counting(monkeypatch, module, name: str, calls: dict[str, int]) -> None:
 def test_one_training_run_checks_each_rule_once_and_writes_plain_checkpoints(
     tmp_path: Path, monkeypatch
 ):
-    from loftr.lightning import run
+    from loftr.lightning import fit, trainer
 
     calls: dict[str, int] = {}
     for module, name in (
@@ -175,10 +175,11 @@ def test_one_training_run_checks_each_rule_once_and_writes_plain_checkpoints(
         (loftr.losses, "check_loss_config"),
         (loftr.lightning.schedule, "check_optim_config"),
         (loftr.data.datamodule, "check_dataset_config"),
-        (run, "validate"),
+        (trainer, "check_lightning_config"),
+        (fit, "validate"),
     ):
         _counting(monkeypatch, module, name, calls)
-    run.train(
+    fit.train(
         compose_fast(
             f"run_dir={tmp_path}", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"
         )

@@ -145,6 +145,7 @@ def one_scene_run(tmp_path: Path):
         f"dataset.train_data_root={paths['root']}",
         f"dataset.train_npz_root={paths['npz']}",
         f"dataset.train_list_path={paths['list']}",
+        "dataset.n_samples_per_subset=6",  # pairs enough for every step from the one scene
     )
     datamodule = LoFTRDataModule(cfg.dataset, seed=cfg.seed)
     datamodule.setup("fit")

@@ -95,6 +95,11 @@ def test_open_nodes_take_new_keys():
             r"^error: \+trainer\.val_chek_interval=100: trainer has no key 'val_chek_interval'; "
             r"did you mean 'val_check_interval'\?",
         ),
+        (
+            ["logger=tensorboard"],
+            r"^error: .*Could not find 'logger/tensorboard' Available options in 'logger': "
+            r"csv none wandb",
+        ),
     ],
 )
 def test_cfg_job_fails_on_the_command_line_in_one_line(args, named):

@@ -4,7 +4,7 @@ For every held-out (test) pair of a generated synthetic set, sample co-visible i
 carry them into image 1 through the stored depth, intrinsics and poses (their exact
 ground-truth correspondences), add Gaussian noise of 0, 1 and 2 px to the image-1 points (a
 matcher's error lies in where it puts the match in image 1), and estimate the relative pose with
-the evaluation's estimator (`loftr.metrics.estimate_pose` with the paper protocol of
+the evaluation's estimator (`loftr.evaluation.metrics.estimate_pose` with the paper protocol of
 conf/eval/ransac.yaml) at the stored resolution. The pose AUC@5/10/20 of these estimates is what
 a perfect matcher with that much localisation error would score: an upper bound that shows
 whether the held-out set is neither degenerate nor trivial.

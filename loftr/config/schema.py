@@ -273,7 +273,7 @@ class OptimConf:
 @dataclass
 class EvalConf:
     epi_err_thr: Number = MISSING
-    pose_estimator: str = MISSING  # loftr.evaluation.metrics.check_pose_estimator (poselib is optional)
+    pose_estimator: str = MISSING  # evaluation.metrics.check_pose_estimator (poselib optional)
     ransac_pixel_thr: Number = MISSING
     ransac_conf: Number = MISSING
 

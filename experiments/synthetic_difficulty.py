@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import h5py
 import numpy as np
 from omegaconf import OmegaConf
 
+from loftr.data.scene_info import load_scene_info
 from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
 from loftr.evaluation.metrics import error_auc, estimate_pose, relative_pose_error
 
@@ -72,8 +72,7 @@ def _scannet_pairs(root: Path) -> Iterator[Pair]:
 def _megadepth_pairs(root: Path) -> Iterator[Pair]:
     """The validation/test pairs of a MegaDepth-format synthetic set (``scene_info_val_1500``)."""
     for path in sorted((root / "index" / "scene_info_val_1500").glob("*.npz")):
-        with open(path, "rb") as f:
-            info = pickle.load(f)  # written by loftr.data.synthetic itself
+        info = load_scene_info(path)
         for (i0, i1), score, _ in info["pair_infos"]:
             depths = []
             for i in (i0, i1):

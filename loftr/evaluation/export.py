@@ -6,9 +6,8 @@ and for the test run (`loftr.evaluation.testing.evaluate`); :func:`read_metrics`
 the results collector (`experiments/collect.py`), and :func:`set_results` pairs every set's
 numbers with the protocol they were made with. The file names its sets and their protocols, so
 a reader needs neither the dataset's files nor the run's config to know what the numbers mean.
-Files written before the schema had a
-version (no `schema_version`) are read too: their protocols are rebuilt from the run's recorded
-config, as they were made.
+Files written before the schema had a version (no `schema_version`) are read too: their
+protocols are rebuilt from the run's recorded config, as they were made.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from loftr.data.scene_info import load_scene_info
 from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
+from loftr.data.synthetic.render import relative_pose, reproject
 from loftr.evaluation.metrics import error_auc, estimate_pose, relative_pose_error
 
 EVAL_PROTOCOL = Path(__file__).resolve().parents[1] / "conf" / "eval" / "ransac.yaml"
@@ -66,7 +67,7 @@ def _scannet_pairs(root: Path) -> Iterator[Pair]:
         scene = f"scene{int(scene_id):04d}_{int(sub):02d}"
         k = intrinsics[scene].reshape(3, 3)
         (d0, w2c0), (d1, w2c1) = frame(scene, int(f0)), frame(scene, int(f1))
-        yield Pair(d0, d1, k, k, w2c1 @ np.linalg.inv(w2c0), float(score))
+        yield Pair(d0, d1, k, k, relative_pose(w2c0, w2c1), float(score))
 
 
 def _megadepth_pairs(root: Path) -> Iterator[Pair]:
@@ -79,7 +80,7 @@ def _megadepth_pairs(root: Path) -> Iterator[Pair]:
                 with h5py.File(root / "test" / info["depth_paths"][i], "r") as f:
                     depths.append(f["depth"][()].astype(np.float64))
             poses = info["poses"]
-            t_0to1 = poses[i1] @ np.linalg.inv(poses[i0])
+            t_0to1 = relative_pose(poses[i0], poses[i1])
             k0, k1 = info["intrinsics"][i0], info["intrinsics"][i1]
             yield Pair(depths[0], depths[1], k0, k1, t_0to1, float(score))
 
@@ -98,22 +99,11 @@ def ground_truth_matches(
     agreeing within ``rel_tol`` with image 1's depth at the nearest pixel (not occluded) are the
     co-visible ones, of which ``n`` are drawn without replacement.
     """
-    ys, xs = np.nonzero(pair.depth0 > 0)
-    z0 = pair.depth0[ys, xs]
-    pix = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
-    pts1 = pair.T_0to1[:3, :3] @ (np.linalg.inv(pair.K0) @ pix * z0) + pair.T_0to1[:3, 3:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        proj = pair.K1 @ (pts1 / pts1[2])
-    h1, w1 = pair.depth1.shape
-    u, v = np.rint(proj[0]), np.rint(proj[1])
-    ok = (pts1[2] > 0) & (u >= 0) & (u <= w1 - 1) & (v >= 0) & (v <= h1 - 1)
-    d1 = np.zeros_like(z0)
-    d1[ok] = pair.depth1[v[ok].astype(np.int64), u[ok].astype(np.int64)]
-    ok &= (d1 > 0) & (np.abs(pts1[2] - d1) <= rel_tol * d1)
-    idx = np.flatnonzero(ok)
+    r = reproject(pair.depth0, pair.depth1, pair.K0, pair.K1, pair.T_0to1, rel_tol=rel_tol)
+    idx = np.flatnonzero(r.ok)
     idx = rng.choice(idx, size=min(n, len(idx)), replace=False)
-    kpts0 = np.stack([xs[idx], ys[idx]], axis=1).astype(np.float64)
-    return kpts0, proj[:2, idx].T.copy()
+    kpts0 = np.stack([r.xs[idx], r.ys[idx]], axis=1).astype(np.float64)
+    return kpts0, np.stack([r.u[idx], r.v[idx]], axis=1)
 
 
 def pair_geometry(pair: Pair) -> dict[str, float]:

@@ -265,21 +265,36 @@ class Covisibility:
     central_match: np.ndarray
 
 
-def covisibility(
+@dataclass(frozen=True)
+class Reprojection:
+    """Image-0 pixels with depth carried into image 1 (``reproject``).
+
+    Attributes:
+        xs, ys: (M,) the image-0 pixels that have depth.
+        u, v: (M,) where they land in image 1 (sub-pixel; meaningless where not ``ok``).
+        ok: (M,) bool: in front of camera 1, inside image 1, and agreeing with image 1's depth
+            at the nearest pixel (not occluded).
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    ok: np.ndarray
+
+
+def reproject(
     depth0: np.ndarray,
     depth1: np.ndarray,
     K0: np.ndarray,
     K1: np.ndarray,
     T_0to1: np.ndarray,
     *,
-    stride: int = _OVERLAP_STRIDE,
+    stride: int = 1,
     rel_tol: float = _OVERLAP_REL_TOL,
-) -> Covisibility:
-    """Share of image-0 pixels that reproject into image 1 with consistent depth.
-
-    A pixel of image 0 (sampled every ``stride`` pixels, depth > 0) is co-visible when its 3D
-    point, moved into camera 1 by ``T_0to1``, lies in front of camera 1, projects inside image 1
-    and the depth of image 1 at the nearest pixel agrees with its z within ``rel_tol`` (relative).
+) -> Reprojection:
+    """Carry image 0's pixels (every ``stride``-th, depth > 0) into image 1 through the depth and
+    ``T_0to1``, and mark those image 1 sees (the exact ground-truth correspondences).
 
     Args:
         depth0: (H0, W0) camera-0 z in metres, 0 = unknown.
@@ -288,18 +303,13 @@ def covisibility(
         K1: (3, 3) intrinsics of image 1 in pixels.
         T_0to1: (4, 4) maps camera-0 points to camera 1.
         stride: sampling step in pixels.
-        rel_tol: relative depth tolerance.
-
-    Returns:
-        The ``Covisibility`` of this direction.
+        rel_tol: relative depth tolerance of the occlusion test.
     """
     h1, w1 = depth1.shape
     ys, xs = np.mgrid[0 : depth0.shape[0] : stride, 0 : depth0.shape[1] : stride]
     z0 = depth0[ys, xs].astype(np.float64)
     valid = z0 > 0
     xs, ys, z0 = xs[valid], ys[valid], z0[valid]
-    if len(z0) == 0:
-        return Covisibility(0.0, np.full(4, np.nan))
     pix = np.stack([xs, ys, np.ones_like(xs)], axis=0).astype(np.float64)
     pts0 = np.linalg.inv(np.asarray(K0, np.float64)) @ pix * z0
     pts1 = np.asarray(T_0to1, np.float64)[:3, :3] @ pts0 + np.asarray(T_0to1, np.float64)[:3, 3:]
@@ -312,12 +322,36 @@ def covisibility(
     d1 = np.zeros_like(z1)
     d1[inside] = depth1[vi[inside].astype(np.int64), ui[inside].astype(np.int64)]
     ok = inside & (d1 > 0) & (np.abs(z1 - d1) <= rel_tol * d1)
-    fraction = float(ok.sum()) / float(len(z0))
-    if not ok.any():
+    return Reprojection(xs, ys, u, v, ok)
+
+
+def covisibility(
+    depth0: np.ndarray,
+    depth1: np.ndarray,
+    K0: np.ndarray,
+    K1: np.ndarray,
+    T_0to1: np.ndarray,
+    *,
+    stride: int = _OVERLAP_STRIDE,
+    rel_tol: float = _OVERLAP_REL_TOL,
+) -> Covisibility:
+    """Share of image-0 pixels that reproject into image 1 with consistent depth.
+
+    A pixel of image 0 (sampled every ``stride`` pixels, depth > 0) is co-visible when
+    ``reproject`` marks it; see there for the arguments.
+
+    Returns:
+        The ``Covisibility`` of this direction.
+    """
+    r = reproject(depth0, depth1, K0, K1, T_0to1, stride=stride, rel_tol=rel_tol)
+    if len(r.xs) == 0:
+        return Covisibility(0.0, np.full(4, np.nan))
+    fraction = float(r.ok.sum()) / float(len(r.xs))
+    if not r.ok.any():
         return Covisibility(fraction, np.full(4, np.nan))
-    cx, cy = xs[ok].mean(), ys[ok].mean()
-    best = np.argmin((xs[ok] - cx) ** 2 + (ys[ok] - cy) ** 2)
-    match = np.array([xs[ok][best], ys[ok][best], u[ok][best], v[ok][best]], np.float64)
+    xs, ys = r.xs[r.ok], r.ys[r.ok]
+    best = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+    match = np.array([xs[best], ys[best], r.u[r.ok][best], r.v[r.ok][best]], np.float64)
     return Covisibility(fraction, match)
 
 

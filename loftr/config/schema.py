@@ -60,7 +60,7 @@ Optimizer = _choice("Optimizer", ("adamw", "adam"))
 Scheduler = _choice("Scheduler", ("MultiStepLR", "CosineAnnealing", "ExponentialLR"))
 SchedulerInterval = _choice("SchedulerInterval", ("epoch", "step"))
 WarmupType = _choice("WarmupType", ("linear", "constant"))
-DataSource = _choice("DataSource", ("ScanNet", "MegaDepth"))
+DataSource = _choice("DataSource", ("ScanNet", "MegaDepth", "HPatches"))
 MonitorMode = _choice("MonitorMode", ("max", "min"))
 # Lightning's precision strings (lightning.fabric.connector._PRECISION_INPUT_STR)
 Precision = _choice(
@@ -200,6 +200,17 @@ class ModelConf:
 
 # --------------------------------------------------------------------------- the other groups
 @dataclass
+class HPatchesConf:
+    """An HPatches-layout test set (loftr/data/hpatches.py, docs/hpatches.md)."""
+
+    root: str = MISSING  # the folder holding hpatches-sequences-release/
+    exclude: list[str] = MISSING  # sequences left out (the protocol's high-resolution ones)
+    shorter_side: int = MISSING  # px: the network input's shorter side (480)
+    df: int = MISSING  # both input sides are multiples of it (8)
+    generate_seed: int | None = MISSING  # null: the real release; a seed: generated on first use
+
+
+@dataclass
 class DatasetConf:
     name: str = MISSING
     trainval_data_source: DataSource | None = MISSING  # type: ignore[valid-type]
@@ -234,6 +245,7 @@ class DatasetConf:
     scannet_img_resize: list[int] | None = MISSING
     synthetic: dict[str, Any] | None = MISSING  # loftr.data.synthetic's arguments
     test_only: bool | None = None  # the test sets: training refuses them
+    hpatches: HPatchesConf | None = None  # test_data_source HPatches: the sequences folder
 
 
 @dataclass

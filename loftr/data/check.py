@@ -5,7 +5,8 @@ of its list is opened and every file and camera its pairs name (all pairs, whate
 overlap) is read the way a training or validation item reads it: images decoded (and not
 truncated), depth maps of the right size (with a valid pixel for training), intrinsics and poses
 finite and invertible. Each problem becomes one line naming the file; a progress bar counts the
-files on stderr.
+files on stderr. For HPatches every image of every sequence is decoded and every homography
+file read as a finite invertible 3x3 matrix.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def check_files(
     """Read every file the layout's indices name, on ``jobs`` threads.
 
     Args:
-        dataset: ``scannet`` or ``megadepth``.
+        dataset: ``scannet``, ``megadepth`` or ``hpatches`` (every image and homography file of
+            every sequence).
         data_dir: the data folder; the test indices are in ``<data_dir>/../assets``.
         jobs: reader threads.
         progress: show a tqdm bar per split on stderr.
@@ -97,18 +99,37 @@ def check_files(
     data_dir = Path(data_dir)
     seen: set[str] = set()
     problems: list[str] = []
+    if dataset == "hpatches":
+        splits = [("sequences", _hpatches_checks(data_dir))]
+    else:
+        splits = [
+            (split.label, _checks(dataset, split))
+            for split in index_splits(dataset, data_dir, data_dir.parent / "assets")
+            if split.list_file.is_file()
+        ]
     with ThreadPoolExecutor(max(1, int(jobs))) as pool:
-        for split in index_splits(dataset, data_dir, data_dir.parent / "assets"):
-            if not split.list_file.is_file():
-                continue
-            bar = tqdm(desc=f"{dataset} {split.label}", unit="file", disable=not progress)
-            pending = _unseen(_checks(dataset, split), seen)
+        for label, checks in splits:
+            bar = tqdm(desc=f"{dataset} {label}", unit="file", disable=not progress)
+            pending = _unseen(checks, seen)
             while chunk := list(itertools.islice(pending, 256)):
                 problems += [p for p in pool.map(_problem, chunk) if p is not None]
                 bar.update(len(chunk))
                 bar.set_postfix(problems=len(problems))
             bar.close()
     return len(seen), problems
+
+
+def _hpatches_checks(data_dir: Path) -> Iterator[tuple[str, Callable[[], object]]]:
+    """Every image and homography file of every sequence (none when the folder is missing:
+    the layout report names it)."""
+    from loftr.data.hpatches import HPatchesDataset
+    from loftr.data.verify import hpatches_root
+
+    try:
+        dataset = HPatchesDataset(hpatches_root(data_dir))
+    except DataError:
+        return
+    yield from dataset.file_checks()
 
 
 def report_lines(checked: int, problems: Sequence[str]) -> list[str]:

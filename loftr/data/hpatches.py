@@ -47,6 +47,17 @@ FULL_RELEASE = {"illumination": 57, "viewpoint": 59}
 PROTOCOL_COUNTS = {"illumination": 52, "viewpoint": 56}
 
 
+def protocol_exclude() -> list[str]:
+    """The sequences the paper's protocol leaves out: ``dataset.hpatches.exclude`` of
+    ``conf/dataset/hpatches.yaml`` (the set-up command's check reads them from there)."""
+    import yaml
+
+    from loftr.config.schema import CONF_DIR
+
+    config = yaml.safe_load((CONF_DIR / "dataset" / "hpatches.yaml").read_text())
+    return list(config["hpatches"]["exclude"])
+
+
 def image_name(k: int) -> str:
     """The file of image ``k`` of a sequence (``1.ppm`` .. ``6.ppm``)."""
     return f"{k}.ppm"
@@ -117,16 +128,17 @@ def list_sequences(
         raise DataError(f"HPatches sequences folder {folder} holds no i_* or v_* sequence folder")
     excluded = set(exclude)
     kept = [name for name in names if name not in excluded]
-    if _kind_counts(names) == FULL_RELEASE and _kind_counts(kept) != PROTOCOL_COUNTS:
+    if kind_counts(names) == FULL_RELEASE and kind_counts(kept) != PROTOCOL_COUNTS:
         raise DataError(
             f"{folder} is the full HPatches release, but leaving out dataset.hpatches.exclude "
-            f"keeps {_kind_counts(kept)} sequences instead of the protocol's {PROTOCOL_COUNTS}; "
+            f"keeps {kind_counts(kept)} sequences instead of the protocol's {PROTOCOL_COUNTS}; "
             "the list names the 8 high-resolution sequences (docs/hpatches.md#sequences)"
         )
     return kept
 
 
-def _kind_counts(names: Iterable[str]) -> dict[str, int]:
+def kind_counts(names: Iterable[str]) -> dict[str, int]:
+    """How many of ``names`` are illumination and viewpoint sequences."""
     counts = dict.fromkeys(FULL_RELEASE, 0)
     for name in names:
         counts[str(sequence_kind(name))] += 1

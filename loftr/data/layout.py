@@ -50,6 +50,18 @@ _STEPS = {
         "copy assets/megadepth_test_1500_scene_info from the original LoFTR repository to {path} "
         "(or python -m loftr.data.setup megadepth --assets /path/to/LoFTR/assets)"
     ),
+    "hpatches": (
+        "download hpatches-sequences-release.tar.gz (the HPatches sequences) and run python -m "
+        "loftr.data.setup hpatches --testdata hpatches-sequences-release.tar.gz (or --test "
+        "/path/to/folder/holding/hpatches-sequences-release) to make {path}/"
+        "hpatches-sequences-release (docs/hpatches.md#set-up)"
+    ),
+    "hpatches_heldout": (
+        "the held-out HPatches-layout set is generated on first use by "
+        "loftr.data.synthetic.hpatches.ensure_hpatches_heldout (LoFTRDataModule.prepare_data, "
+        "or python -m loftr.evaluate dataset=hpatches_heldout); delete {path} and rerun to "
+        "regenerate it"
+    ),
 }
 
 _SYNTHETIC = (
@@ -65,7 +77,7 @@ def setup_hint(part: str, path: str | os.PathLike | None = None) -> str:
     Args:
         part: one of ``scannet_train``, ``scannet_test``, ``scannet_index``,
             ``scannet_test_index``, ``megadepth_root``, ``megadepth_index``,
-            ``megadepth_test_index``.
+            ``megadepth_test_index``, ``hpatches``, ``hpatches_heldout``.
         path: the path the step should create (shown in the message); a path under a
             ``synthetic`` folder gets the synthetic generator's step instead.
 
@@ -127,6 +139,8 @@ LAYOUT = {
         "val_npz_root": "megadepth/index/scene_info_val_1500",
         "val_list": "megadepth/index/trainvaltest_list/val_list.txt",
     },
+    # the folder that holds hpatches-sequences-release/ (docs/hpatches.md#set-up)
+    "hpatches": {"root": "hpatches"},
 }
 ASSETS = {
     "scannet": {

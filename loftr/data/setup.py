@@ -8,6 +8,7 @@ Usage::
         [--assets /path/to/LoFTR/assets] [--data-dir data]
     python -m loftr.data.setup megadepth --train /path/to/megadepth [--test PATH] \
         [--indices megadepth_indices.tar] [--testdata megadepth_test_1500.tar] [--data-dir data]
+    python -m loftr.data.setup hpatches --testdata hpatches-sequences-release.tar.gz [--test PATH]
     python -m loftr.data.setup scannet --verify-only
     python -m loftr.data.setup scannet --verify-only --check
 
@@ -24,6 +25,11 @@ inside the scene infos start with those two names); the test data defaults to th
 train and test share the data (TRAINING.md). ``--assets`` is the original repository's
 ``assets/`` folder, which holds the ScanNet-1500 and MegaDepth-1500 test indices; they are linked
 into ``assets/`` beside ``--data-dir`` (the paths of docs/original.md#data-configs).
+
+For HPatches (docs/hpatches.md#set-up) the release is extracted, or ``--test`` (the folder holding
+``hpatches-sequences-release/``) linked, into ``data/hpatches/``; the report names every missing
+image or homography file and every folder that is not an ``i_*`` / ``v_*`` sequence, and
+``--check`` reads each image and homography (a 3x3 finite invertible matrix).
 
 The paths it makes and the set-up step each "missing" error quotes are in
 :mod:`loftr.data.layout`; this module is the command only.
@@ -199,6 +205,45 @@ def build_layout(
     return done
 
 
+def build_hpatches(
+    data_dir: Path, test: Path | None = None, testdata: Path | None = None
+) -> list[str]:
+    """Link (``test``) or extract (``testdata``) the HPatches sequences into
+    ``<data_dir>/hpatches/hpatches-sequences-release`` (docs/hpatches.md#set-up).
+
+    Args:
+        data_dir: the project's data folder (``data``).
+        test: the release folder itself, or a folder holding it.
+        testdata: ``hpatches-sequences-release.tar.gz``.
+
+    Returns:
+        One line per action.
+    """
+    from loftr.data.hpatches import RELEASE_FOLDER
+
+    root = data_dir / LAYOUT["hpatches"]["root"]
+    sources = []
+    if testdata is not None:
+        out = extract_archive(testdata, root / "extracted" / Path(testdata).name.split(".")[0])
+        sources.append((testdata, find_folder_with(out, (RELEASE_FOLDER,))))
+    if test is not None:
+        test = Path(test)
+        holder = test.parent if test.name == RELEASE_FOLDER else test
+        sources.append((test, holder if (holder / RELEASE_FOLDER).is_dir() else None))
+    done = []
+    for given, holder in sources:
+        link = root / RELEASE_FOLDER
+        if holder is None:
+            done.append(f"!! {given} holds no {RELEASE_FOLDER} folder; not linked")
+        elif link.exists() or link.is_symlink():
+            done.append(f"skip   {link} exists (left alone)")
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((holder / RELEASE_FOLDER).resolve())
+            done.append(f"linked {link} -> {(holder / RELEASE_FOLDER).resolve()}")
+    return done
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``python -m loftr.data.setup`` command; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -208,9 +253,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("dataset", choices=sorted(LAYOUT))
     parser.add_argument("--train", type=Path, help="raw train data (ln -s TRAIN/* data/.../train)")
-    parser.add_argument("--test", type=Path, help="raw test data (MegaDepth: defaults to --train)")
+    parser.add_argument(
+        "--test",
+        type=Path,
+        help="raw test data (MegaDepth: defaults to --train; HPatches: the folder holding "
+        "hpatches-sequences-release)",
+    )
     parser.add_argument("--indices", type=Path, help="scannet_indices.tar / megadepth_indices.tar")
-    parser.add_argument("--testdata", type=Path, help="scannet_test_1500.tar / megadepth_...tar")
+    parser.add_argument(
+        "--testdata",
+        type=Path,
+        help="scannet_test_1500.tar / megadepth_...tar / hpatches-sequences-release.tar.gz",
+    )
     parser.add_argument("--assets", type=Path, help="the original LoFTR repository's assets/")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--sample", type=int, default=5, help="pairs to check file by file")
@@ -225,15 +279,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.verify_only:
         try:
-            actions = build_layout(
-                args.dataset,
-                args.data_dir,
-                train=args.train,
-                test=args.test,
-                indices=args.indices,
-                testdata=args.testdata,
-                assets=args.assets,
-            )
+            if args.dataset == "hpatches":
+                actions = build_hpatches(args.data_dir, test=args.test, testdata=args.testdata)
+            else:
+                actions = build_layout(
+                    args.dataset,
+                    args.data_dir,
+                    train=args.train,
+                    test=args.test,
+                    indices=args.indices,
+                    testdata=args.testdata,
+                    assets=args.assets,
+                )
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -1,6 +1,7 @@
 """The quick check of a ``data/`` layout that ``python -m loftr.data.setup`` ends with: scenes
-found, a sample of pairs whose image, depth and pose files exist, and each missing part with the
-set-up step that makes it (docs/original.md#data-layout). ``--check`` reads every file instead
+found, a sample of pairs whose image, depth and pose files exist (HPatches: every sequence's
+files, docs/hpatches.md#set-up), and each missing part with the set-up step that makes it
+(docs/original.md#data-layout). ``--check`` reads every file instead
 (:mod:`loftr.data.check`).
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loftr.data.layout import SCANNET_SCENE, IndexSplit, index_splits, setup_hint
+from loftr.data.layout import LAYOUT, SCANNET_SCENE, IndexSplit, index_splits, setup_hint
 
 
 @dataclass
@@ -225,15 +226,75 @@ def verify_megadepth(data_dir: Path, assets_dir: Path, sample: int = 5) -> Layou
     return report
 
 
+def hpatches_root(data_dir: Path) -> Path:
+    """The folder that holds ``hpatches-sequences-release/`` (docs/hpatches.md#set-up)."""
+    return Path(data_dir) / LAYOUT["hpatches"]["root"]
+
+
+def verify_hpatches(data_dir: Path) -> LayoutReport:
+    """Check the HPatches layout: every folder an ``i_*`` / ``v_*`` sequence holding its six
+    images and five homography files, and the protocol's 108 sequences when the release is full.
+    """
+    from loftr.data import hpatches as hp
+    from loftr.errors import DataError
+
+    report = LayoutReport("HPatches")
+    root = hpatches_root(data_dir)
+    folder = root / hp.RELEASE_FOLDER
+    status = _folder_status(folder)
+    if status is not None:
+        report.lack(f"sequences folder: {status}; {setup_hint('hpatches', root)}")
+        return report
+    entries = sorted(p for p in folder.iterdir() if p.is_dir())
+    for entry in entries:
+        if hp.sequence_kind(entry.name) is None:
+            report.lack(
+                f"{entry} is not a sequence: its name starts with neither i_ (illumination) nor "
+                "v_ (viewpoint)"
+            )
+    names = [entry.name for entry in entries if hp.sequence_kind(entry.name)]
+    counts = hp.kind_counts(names)
+    report.found(
+        f"{folder}: {len(names)} sequences ({counts['illumination']} illumination, "
+        f"{counts['viewpoint']} viewpoint)"
+    )
+    for name in names:
+        files = [hp.image_name(k) for k in (1, *hp.TARGETS)]
+        files += [hp.homography_name(k) for k in hp.TARGETS]
+        for file in files:
+            if not (folder / name / file).is_file():
+                report.lack(f"{folder / name / file} is missing")
+    if not names:
+        return report
+    try:
+        kept = hp.list_sequences(root, hp.protocol_exclude())
+    except DataError as err:
+        report.lack(str(err))
+        return report
+    if counts == hp.FULL_RELEASE:
+        report.found(
+            f"the full release: the protocol keeps {len(kept)} sequences "
+            f"({hp.PROTOCOL_COUNTS['illumination']} illumination, "
+            f"{hp.PROTOCOL_COUNTS['viewpoint']} viewpoint)"
+        )
+    else:
+        report.found(
+            f"not the full release ({hp.FULL_RELEASE['illumination']} + "
+            f"{hp.FULL_RELEASE['viewpoint']} sequences): {len(kept)} are evaluated and the "
+            "protocol's count of 108 is not checked"
+        )
+    return report
+
+
 def verify_layout(
     dataset: str, data_dir: str | os.PathLike = "data", sample: int = 5
 ) -> LayoutReport:
     """Check the layout of ``dataset`` under ``data_dir`` (assets beside it) and report.
 
     Args:
-        dataset: ``scannet`` or ``megadepth``.
+        dataset: ``scannet``, ``megadepth`` or ``hpatches``.
         data_dir: the data folder; the test indices are looked up in ``<data_dir>/../assets``.
-        sample: how many pairs to check file by file.
+        sample: how many pairs to check file by file (HPatches: every file is looked for).
 
     Returns:
         The report; ``report.ok`` is True when nothing is missing.
@@ -242,4 +303,6 @@ def verify_layout(
     assets_dir = data_dir.parent / "assets"
     if dataset == "scannet":
         return verify_scannet(data_dir, assets_dir, sample)
+    if dataset == "hpatches":
+        return verify_hpatches(data_dir)
     return verify_megadepth(data_dir, assets_dir, sample)

@@ -1,5 +1,6 @@
 """How a set of numbers was made: the test set (by its index files' hash), the input size, the
-pose estimator and its settings. Numbers of different protocols are never compared
+pose estimator and its settings (for homography sets also the RANSAC iterations, the top-k and
+the corner convention, docs/hpatches.md#protocol). Numbers of different protocols are never compared
 (docs/differences.md#7); evaluation, validation and the results collector share this one
 definition, and this one way of finding a set's index files and input size from a run's config.
 """
@@ -17,14 +18,24 @@ from loftr.errors import ConfigError
 from loftr.evaluation.metrics import ESTIMATORS
 
 __all__ = [
+    "CORNERS",
     "Protocol",
     "check_comparable",
     "evaluation_protocol",
     "hash_index",
+    "homography_protocol",
+    "hpatches_protocol",
     "index_files",
     "input_size",
     "validation_protocols",
 ]
+
+
+#: The corner convention of the homography protocols: image 0's outer pixel centres (0, 0),
+#: (w - 1, 0), (w - 1, h - 1), (0, h - 1), in network-input pixels (docs/hpatches.md#protocol).
+CORNERS = "pixel-centres"
+#: The fields only homography protocols set.
+HOMOGRAPHY_FIELDS = ("ransac_max_iters", "max_matches", "corners")
 
 
 def hash_index(paths: str | Path | Iterable[str | Path], length: int = 12) -> str:
@@ -73,15 +84,23 @@ class Protocol:
         ransac_conf: RANSAC confidence (0.99999).
         border_rm: coarse border removal at test time (0 for the ScanNet paper numbers,
             docs/original.md#model-configs).
+        ransac_max_iters: the homography protocol's RANSAC iterations (None for pose sets).
+        max_matches: the homography protocol's top matches by confidence (None for pose sets).
+        corners: the homography protocol's corner convention (:data:`CORNERS`; None for pose
+            sets). A homography protocol's ``resize`` is its input size rule, e.g.
+            ``"shorter=480,df=8"`` (docs/hpatches.md#protocol).
     """
 
     test_set: str
     index_hash: str
-    resize: int | tuple[int, int] | None
+    resize: int | tuple[int, int] | str | None
     estimator: str = "RANSAC"
     ransac_pixel_thr: float = 0.5
     ransac_conf: float = 0.99999
     border_rm: int = 2
+    ransac_max_iters: int | None = None
+    max_matches: int | None = None
+    corners: str | None = None
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -93,8 +112,12 @@ class Protocol:
             object.__setattr__(self, "resize", tuple(self.resize))
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-ready dict of the fields (``resize`` tuples become lists)."""
+        """A plain, JSON-ready dict of the fields (``resize`` tuples become lists); a pose
+        protocol leaves out the homography fields, as it was written before they existed."""
         out = dataclasses.asdict(self)
+        if not self.homography:
+            for name in HOMOGRAPHY_FIELDS:
+                del out[name]
         if isinstance(out["resize"], tuple):
             out["resize"] = list(out["resize"])
         return out
@@ -119,10 +142,18 @@ class Protocol:
             resize = "x".join(str(v) for v in self.resize)
         else:
             resize = str(self.resize)
-        return (
+        key = (
             f"{self.test_set}@{self.index_hash}|resize={resize}|{self.estimator}"
             f"|thr={self.ransac_pixel_thr:g}px|conf={self.ransac_conf:g}|border_rm={self.border_rm}"
         )
+        if self.corners is None:  # a pose protocol
+            return key
+        return f"{key}|iters={self.ransac_max_iters}|top={self.max_matches}|corners={self.corners}"
+
+    @property
+    def homography(self) -> bool:
+        """Whether the numbers are homography corner-error AUCs (else pose AUCs)."""
+        return self.corners is not None
 
 
 def check_comparable(protocol_a: Protocol, protocol_b: Protocol) -> None:
@@ -222,13 +253,57 @@ def validation_protocols(config: Mapping[str, Any], root: str | Path = ".") -> d
     return {name: _set_protocol(config, "val", i, name, root) for i, name in enumerate(names)}
 
 
+def homography_protocol(
+    name: str, index_hash: str, resize: str, config: Mapping[str, Any]
+) -> Protocol:
+    """The protocol of a homography set: its input size rule and the ``eval.homography``
+    settings (docs/hpatches.md#protocol).
+
+    Args:
+        name: the set's name.
+        index_hash: what identifies its pairs and ground truth.
+        resize: the input size rule, e.g. ``"shorter=480,df=8"``.
+        config: `eval` and the effective `model` config.
+    """
+    settings = config["eval"]["homography"]
+    return Protocol(
+        test_set=name,
+        index_hash=index_hash,
+        resize=resize,
+        estimator="RANSAC",
+        ransac_pixel_thr=float(settings["ransac_thr"]),
+        ransac_conf=float(settings["ransac_conf"]),
+        border_rm=int(config["model"]["match_coarse"]["border_rm"]),
+        ransac_max_iters=int(settings["ransac_max_iters"]),
+        max_matches=int(settings["max_matches"]),
+        corners=CORNERS,
+    )
+
+
+def hpatches_protocol(config: Mapping[str, Any], root: str | Path = ".") -> Protocol:
+    """The protocol of an HPatches-layout test set: named by the dataset (``hpatches``,
+    ``hpatches_heldout``), its hash over the evaluated sequences and their homography files
+    (:func:`loftr.data.hpatches.hash_sequences`), the resize rule and the homography settings.
+    """
+    from loftr.data.hpatches import hash_sequences, list_sequences
+
+    node = config["dataset"]["hpatches"]
+    folder = Path(root) / node["root"]
+    digest = hash_sequences(folder, list_sequences(folder, node["exclude"]))
+    rule = f"shorter={int(node['shorter_side'])},df={int(node['df'])}"
+    return homography_protocol(str(config["dataset"]["name"]), digest, rule, config)
+
+
 def evaluation_protocol(config: Mapping[str, Any], root: str | Path = ".") -> Protocol:
     """The protocol of `loftr.evaluate`'s test set, named like a validation set (its list's
-    stem), so that the same files are one protocol whichever command scored them.
+    stem), so that the same files are one protocol whichever command scored them; an HPatches
+    set is named by its dataset (:func:`hpatches_protocol`).
 
     Args:
         config: `dataset`, `eval` and the effective `model` config of the evaluation.
         root: where relative dataset paths start.
     """
+    if config["dataset"].get("test_data_source") == "HPatches":
+        return hpatches_protocol(config, root)
     name = Path(str(_as_list(config["dataset"]["test_list_path"])[0])).stem
     return _set_protocol(config, "test", 0, name, root)

@@ -5,7 +5,9 @@ The ``dataset`` node uses the original data-config keys lower-cased
 (docs/original.md#config-defaults, #data-configs), e.g. ``trainval_data_source``,
 ``train_data_root``, ``train_npz_root``, ``train_list_path``, ``mgdpt_img_resize``,
 ``n_samples_per_subset``, plus our ``scannet_img_resize`` and ``synthetic`` (arguments of
-:func:`loftr.data.synthetic.ensure_synthetic`, or null).
+:func:`loftr.data.synthetic.ensure_synthetic`, or null). What each data source builds (its
+training scenes, one dataset per scene, its validation and test sets and their names) is its
+builder's business: :data:`loftr.data.sources.BUILDERS`.
 
 Training builds only this rank's scenes (:func:`~loftr.data.sampler.get_local_split`) and draws
 from them with a :class:`~loftr.data.sampler.RandomConcatSampler`, whose state the DataModule's
@@ -18,9 +20,7 @@ rank.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -29,20 +29,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from loftr.data.io import check_dir, read_list
-from loftr.data.layout import list_names, setup_hint
 from loftr.data.sampler import RandomConcatSampler, get_local_split
 from loftr.data.skipping import SkipBrokenPairs
+from loftr.data.sources import SOURCES, Source, list_set_names, required, source
 from loftr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("ScanNet", "MegaDepth")
-# The five per-split keys of the original data configs (docs/original.md#config-defaults).
-SPLIT_KEYS = ("data_root", "pose_root", "npz_root", "list_path", "intrinsic_path")
-# MegaDepth masks are always downsampled by 1/8: the original never passes coarse_scale through
-# (docs/original.md#megadepth).
-MEGADEPTH_COARSE_SCALE = 0.125
 
 
 def _ranks_without_pairs(has_pairs: bool) -> list[int]:
@@ -52,15 +44,6 @@ def _ranks_without_pairs(has_pairs: bool) -> list[int]:
     flags: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(flags, has_pairs)
     return [rank for rank, flag in enumerate(flags) if not flag]
-
-
-def _as_list(value: Any, n: int, key: str) -> list[Any]:
-    """Broadcast a scalar config value to ``n`` entries, or check a list has ``n``."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ConfigError(f"dataset.{key} has {len(value)} entries; expected {n}")
-        return list(value)
-    return [value] * n
 
 
 def check_dataset_config(dataset: Mapping[str, Any]) -> None:
@@ -74,9 +57,31 @@ def check_dataset_config(dataset: Mapping[str, Any]) -> None:
             "without augmentation (docs/original.md#augmentation); set it to null"
         )
     for key in ("trainval_data_source", "test_data_source"):
-        source = dataset.get(key)
-        if source is not None and source not in SOURCES:
-            raise ConfigError(f"dataset.{key}={source!r}; use one of {list(SOURCES)} or null")
+        name = dataset.get(key)
+        if name is not None and name not in SOURCES:
+            raise ConfigError(f"dataset.{key}={name!r}; use one of {list(SOURCES)} or null")
+
+
+def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:
+    """A name per validation (``val``) or test (``test``) set of a ``dataset`` node: the stems
+    of ``{split}_list_path`` for the list-file sources, the source's own names for the others
+    (:attr:`loftr.data.sources.Source.set_names`); empty when the split has no set."""
+    name = dataset.get("test_data_source" if split == "test" else "trainval_data_source")
+    if name is None:
+        return list_set_names(dataset, split)
+    return source(str(name)).set_names(dataset, split)
+
+
+def check_test_set(dataset: Mapping[str, Any]) -> None:
+    """ConfigError, saying where to test instead, for a ``dataset`` node without a test set."""
+    if set_names(dataset, "test"):
+        return
+    trainval = dataset.get("trainval_data_source")
+    hint = source(str(trainval)).no_test if trainval is not None else None
+    raise ConfigError(
+        f"dataset {dataset.get('name')} has no test set (dataset.test_list_path is null)"
+        + (f"; {hint}" if hint else "")
+    )
 
 
 class LoFTRDataModule(L.LightningDataModule):
@@ -144,16 +149,10 @@ class LoFTRDataModule(L.LightningDataModule):
 
     # --- config access --------------------------------------------------------------------
 
-    def _key(self, key: str) -> Any:
-        if key not in self.config:
-            raise ConfigError(f"dataset.{key} is missing from the dataset config")
-        return self.config[key]
-
-    def _required(self, key: str) -> Any:
-        value = self._key(key)
-        if value is None:
-            raise ConfigError(f"dataset.{key} is null; the dataset config must set it")
-        return value
+    def _source(self, split: str) -> Source:
+        """The builder of the source that serves ``split`` (``train``/``val`` or ``test``)."""
+        name = "test_data_source" if split == "test" else "trainval_data_source"
+        return source(str(required(self.config, name)))
 
     def _world(self) -> tuple[int, int]:
         """``(world_size, global_rank)`` from the attached trainer, else ``(1, 0)``."""
@@ -167,12 +166,13 @@ class LoFTRDataModule(L.LightningDataModule):
 
     @property
     def val_set_names(self) -> list[str]:
-        """A name per validation loader: the stems of ``val_list_path`` (made unique).
+        """A name per validation loader: for list-file sources the stems of ``val_list_path``
+        (made unique), else the source's own names (:attr:`~loftr.data.sources.Source.set_names`).
 
         Known from the config alone (before :meth:`setup`), so the LightningModule can name its
         per-set metrics; empty when the config has no validation set.
         """
-        return list_names(self.config.get("val_list_path"))
+        return set_names(self.config, "val")
 
     # --- Lightning hooks ------------------------------------------------------------------
 
@@ -194,22 +194,11 @@ class LoFTRDataModule(L.LightningDataModule):
             self._setup_test()
 
     def _setup_train(self) -> None:
-        source = self._required("trainval_data_source")
+        builder = self._source("train")
         world_size, rank = self._world()
-        list_path = self._required("train_list_path")
-        npz_root = self._required("train_npz_root")
-        names = read_list(list_path, self._index_hint(source, "train", list_path))
+        names, list_path = builder.train_scenes(self.config)
         local = get_local_split(names, world_size, rank, self.seed)
-        datasets = self._build_datasets(
-            source,
-            "train",
-            data_root=self._required("train_data_root"),
-            pose_root=self._key("train_pose_root"),
-            npz_root=npz_root,
-            names=local,
-            intrinsic_path=self._key("train_intrinsic_path"),
-            list_path=list_path,
-        )
+        datasets = builder.train_datasets(self.config, local, self.seed)
         kept = [ds for ds in datasets if len(ds) > 0]
         if len(kept) < len(datasets):
             log.warning(
@@ -233,7 +222,7 @@ class LoFTRDataModule(L.LightningDataModule):
         self.train_scenes = [str(name) for name in local]
         self.train_sampler = RandomConcatSampler(
             self.train_dataset,
-            n_samples_per_subset=int(self._required("n_samples_per_subset")),
+            n_samples_per_subset=int(required(self.config, "n_samples_per_subset")),
             subset_replacement=bool(self.config.get("sb_subset_sample_replacement", True)),
             shuffle=bool(self.config.get("sb_subset_shuffle", True)),
             repeat=int(self.config.get("sb_repeat", 1)),
@@ -253,113 +242,19 @@ class LoFTRDataModule(L.LightningDataModule):
             len(self.train_sampler),
         )
 
-    def _eval_sets(self, split: str) -> list[ConcatDataset]:
-        source_key = "trainval_data_source" if split == "val" else "test_data_source"
-        source = self._required(source_key)
-        list_paths = self._required(f"{split}_list_path")
-        list_paths = list(list_paths) if isinstance(list_paths, (list, tuple)) else [list_paths]
-        n = len(list_paths)
-        columns = {k: _as_list(self._key(f"{split}_{k}"), n, f"{split}_{k}") for k in SPLIT_KEYS}
-        sets = []
-        for i, list_path in enumerate(list_paths):
-            if columns["data_root"][i] is None or columns["npz_root"][i] is None:
-                raise ConfigError(f"dataset.{split}_data_root and {split}_npz_root must be set")
-            names = read_list(list_path, self._index_hint(source, split, list_path))
-            datasets = self._build_datasets(
-                source,
-                split,
-                data_root=columns["data_root"][i],
-                pose_root=columns["pose_root"][i],
-                npz_root=columns["npz_root"][i],
-                names=names,
-                intrinsic_path=columns["intrinsic_path"][i],
-                list_path=list_path,
-            )
-            sets.append(ConcatDataset(datasets))
-        return sets
+    def _eval_sets(self, split: str) -> list[Dataset]:
+        return self._source(split).eval_sets(self.config, split, self.seed)
 
     def _setup_val(self) -> None:
-        if self.config.get("val_list_path") is None:
+        if not set_names(self.config, "val"):
             return
         self.val_datasets = self._eval_sets("val")
 
     def _setup_test(self) -> None:
-        if self.config.get("test_list_path") is None:
+        if not set_names(self.config, "test"):
             return
         sets = self._eval_sets("test")
         self.test_dataset = sets[0] if len(sets) == 1 else ConcatDataset(sets)
-
-    # --- dataset construction -------------------------------------------------------------
-
-    @staticmethod
-    def _index_hint(source: str, split: str, path: str | os.PathLike) -> str:
-        part = ("scannet" if source == "ScanNet" else "megadepth") + (
-            "_index" if split == "train" else "_test_index"
-        )
-        return setup_hint(part, Path(path).parent)
-
-    def _build_datasets(
-        self,
-        source: str,
-        split: str,
-        data_root: str,
-        pose_root: str | None,
-        npz_root: str,
-        names: Sequence[str],
-        intrinsic_path: str | None,
-        list_path: str,
-    ) -> list[Dataset]:
-        """One dataset per listed scene index; every missing index is named at once."""
-        mode = split
-        hint = self._index_hint(source, split, Path(npz_root) / "x")
-        check_dir(npz_root, f"{source} {split} index folder", hint)
-        # docs/original.md#datamodule: ScanNet list entries include ".npz"; MegaDepth entries are
-        # stems.
-        files = [
-            Path(npz_root) / (name if source == "ScanNet" else f"{name}.npz") for name in names
-        ]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} scene index file(s) listed in {list_path} are not there: "
-                f"{missing[:10]}{' ...' if len(missing) > 10 else ''}; {hint}"
-            )
-        score_key = "min_overlap_score_train" if split == "train" else "min_overlap_score_test"
-        min_score = float(self.config.get(score_key, 0.4 if split == "train" else 0.0))
-        if source == "ScanNet":
-            from loftr.data.scannet import ScanNetDataset
-
-            if intrinsic_path is None:
-                raise ConfigError(f"dataset.{split}_intrinsic_path must be set for ScanNet")
-            resize = tuple(self.config.get("scannet_img_resize") or (640, 480))
-            return [
-                ScanNetDataset(
-                    data_root,
-                    f,
-                    intrinsic_path,
-                    mode=mode,
-                    min_overlap_score=min_score,
-                    pose_dir=pose_root,
-                    img_resize=resize,
-                )
-                for f in files
-            ]
-        from loftr.data.megadepth import MegaDepthDataset
-
-        return [
-            MegaDepthDataset(
-                data_root,
-                f,
-                mode=mode,
-                min_overlap_score=min_score,
-                img_resize=self.config.get("mgdpt_img_resize", 640),
-                df=self.config.get("mgdpt_df", 8),
-                img_padding=bool(self.config.get("mgdpt_img_pad", True)),
-                depth_padding=bool(self.config.get("mgdpt_depth_pad", True)),
-                coarse_scale=MEGADEPTH_COARSE_SCALE,
-            )
-            for f in files
-        ]
 
     # --- loaders --------------------------------------------------------------------------
 
@@ -421,7 +316,7 @@ class LoFTRDataModule(L.LightningDataModule):
         if self.test_dataset is None:
             self.setup("test")
         if self.test_dataset is None:
-            raise ConfigError("dataset.test_list_path is null; this dataset config has no test set")
+            check_test_set(self.config)
         return self._eval_loader(self.test_dataset, self.pin_memory or torch.cuda.is_available())
 
     # --- checkpointed state -----------------------------------------------------------------

@@ -9,6 +9,12 @@ Our checkpoints carry their model config, which is used (`model_from_ckpt`) with
 line's `model.*` overrides on top. Predictions are cached (`cache_dir`); a second call with the
 same checkpoint and configs reuses them. Writes `metrics.json` (AUC@5/10/20, precision, the
 protocol) and logs to W&B. `ckpt=` is the deprecated name of `ckpt_path=`.
+
+    python -m loftr.evaluate ckpt_path=PATH dataset=hpatches           # the paper's Table 1
+    python -m loftr.evaluate ckpt_path=PATH dataset=hpatches_heldout   # held-out photographs
+
+HPatches-layout sets are scored by the homography protocol (docs/hpatches.md#protocol):
+corner-error AUC@3/5/10 over all pairs and per kind (illumination, viewpoint).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ def main(cfg: DictConfig) -> None:
     log_evaluation(cfg, result)
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['n_pairs']} pairs  {metrics}\nprotocol {result['protocol_key']}")
+    for kind, values in result.get("subsets", {}).items():  # a homography set's kinds
+        shown = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        print(f"  {kind:<13} " + "  ".join(shown))
     print(f"metrics: {cfg.run_dir}/metrics.json")
 
 

@@ -60,6 +60,13 @@ def check_dataset_config(dataset: Mapping[str, Any]) -> None:
         name = dataset.get(key)
         if name is not None and name not in SOURCES:
             raise ConfigError(f"dataset.{key}={name!r}; use one of {list(SOURCES)} or null")
+    name = dataset.get("trainval_data_source")
+    if name is not None and source(str(name)).test_only:
+        trainval = [s for s in SOURCES if not source(s).test_only]
+        raise ConfigError(
+            f"dataset.trainval_data_source={name!r} is a test set (test_data_source only); use "
+            f"one of {trainval} or null"
+        )
 
 
 def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:
@@ -177,12 +184,18 @@ class LoFTRDataModule(L.LightningDataModule):
     # --- Lightning hooks ------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Generate the synthetic set when ``dataset.synthetic`` is set (once per node)."""
+        """Generate the synthetic set when ``dataset.synthetic`` is set, the held-out
+        HPatches-layout set when ``dataset.hpatches.generate_seed`` is (once per node)."""
         synthetic = self.config.get("synthetic")
         if synthetic:
             from loftr.data.synthetic import ensure_synthetic  # lazy: only synthetic needs it
 
             ensure_synthetic(**dict(synthetic))
+        hpatches = self.config.get("hpatches")
+        if hpatches and hpatches.get("generate_seed") is not None:
+            from loftr.data.synthetic.hpatches import ensure_hpatches_heldout
+
+            ensure_hpatches_heldout(hpatches["root"], int(hpatches["generate_seed"]))
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, or None for all)."""

@@ -83,6 +83,7 @@ class Source:
         set_names: ``(config, split) -> names``: a name per set of ``eval_sets``, known from the
             config alone (metric keys carry it).
         no_test: where to test instead, for a source without a test set (None: it has one).
+        test_only: a benchmark that only ``test_data_source`` may name (HPatches).
     """
 
     train_scenes: Callable[[Config], tuple[list[str], str]]
@@ -90,6 +91,7 @@ class Source:
     eval_sets: Callable[[Config, str, int], list[Dataset]]
     set_names: Callable[[Config, str], list[str]] = list_set_names
     no_test: str | None = None
+    test_only: bool = False
 
 
 # --- the depth sources: ScanNet and MegaDepth scene indices (docs/original.md#datamodule) --------
@@ -211,10 +213,46 @@ def _depth_source(source: str) -> Source:
     return Source(train_scenes, train_datasets, eval_sets)
 
 
+# --- HPatches: an HPatches-layout folder, a test set only (docs/hpatches.md) ---------------------
+
+
+def _hpatches_source() -> Source:
+    """The sequences of ``dataset.hpatches`` as one test set, named by the dataset."""
+
+    def not_for_training(config: Config, *args: Any) -> Any:
+        raise ConfigError(
+            f"dataset {config.get('name')} (HPatches) is a test set for python -m loftr.evaluate; "
+            "training cannot read it"
+        )
+
+    def eval_sets(config: Config, split: str, seed: int) -> list[Dataset]:
+        from loftr.data.hpatches import HPatchesDataset
+
+        if split != "test":
+            not_for_training(config)
+        node = required(config, "hpatches")
+        part = "hpatches" if node.get("generate_seed") is None else "hpatches_heldout"
+        return [
+            HPatchesDataset(
+                node["root"],
+                node["exclude"],
+                int(node["shorter_side"]),
+                int(node["df"]),
+                hint=setup_hint(part, node["root"]),
+            )
+        ]
+
+    def set_names(config: Config, split: str) -> list[str]:
+        return [str(config.get("name"))] if split == "test" else []
+
+    return Source(not_for_training, not_for_training, eval_sets, set_names, test_only=True)
+
+
 #: Each source's builder, made when first asked for (a builder module may load heavy packages).
 BUILDERS: dict[str, Callable[[], Source]] = {
     "ScanNet": lambda: _depth_source("ScanNet"),
     "MegaDepth": lambda: _depth_source("MegaDepth"),
+    "HPatches": _hpatches_source,
 }
 #: The source names a dataset config may give.
 SOURCES = tuple(BUILDERS)

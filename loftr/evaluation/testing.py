@@ -4,6 +4,10 @@ metrics made from the cache.
 
 The cache key combines the checkpoint file's hash and the resolved model, dataset and pose
 protocol configs, so a changed threshold, resize or weight file never reuses stale predictions.
+
+An HPatches-layout test set (docs/hpatches.md#protocol) is scored by the homography metrics
+(`loftr.evaluation.homography`): corner-error AUC over all pairs and per kind (illumination,
+viewpoint), a per-pair table and a few figures of matches coloured by reprojection error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from loftr.config import plain
 from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.export import protocol_fields, write_metrics
+from loftr.evaluation.homography import (
+    aggregate_homography_metrics,
+    collect_homography_pair_metrics,
+    compute_homography_errors,
+)
 from loftr.evaluation.metrics import (
     aggregate_metrics,
     collect_pair_metrics,
@@ -33,9 +42,25 @@ from loftr.evaluation.metrics import (
 from loftr.evaluation.protocol import evaluation_protocol
 from loftr.lightning.checkpoints import atomic_write
 from loftr.model import LoFTR
+from loftr.viz import dynamic_alpha, error_colormap, make_matching_figure
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")
+# what a homography pair's record keeps: its ground truth and the scales of its resized inputs
+HOMOGRAPHY_KEYS = ("H_0to1", "scale0", "scale1")
+POSE_COLUMNS = ["pair", "scene", "matches", "precision", "R_err", "t_err"]
+HOMOGRAPHY_COLUMNS = [
+    "pair",
+    "sequence",
+    "kind",
+    "k",
+    "matches",
+    "inliers",
+    "corner_err",
+    "precision",
+]
+#: How many figures of matches an evaluation of a homography set draws.
+N_FIGURES = 4
 
 
 def file_hash(path: str | Path, length: int = 12) -> str:
@@ -61,18 +86,25 @@ def export_predictions(matcher: LoFTR, loader: Any, device: str = "cpu") -> list
         with torch.inference_mode():
             matcher(data)
         names0, names1 = data["pair_names"]
+        homography = "H_0to1" in data
         for b in range(data["bs"]):
             sel = data["m_bids"] == b
-            records.append(
-                {
-                    "pair_names": [names0[b], names1[b]],
-                    "scene_id": str(data["scene_id"][b]) if "scene_id" in data else "",
-                    "mkpts0_f": data["mkpts0_f"][sel].float().cpu(),
-                    "mkpts1_f": data["mkpts1_f"][sel].float().cpu(),
-                    "mconf": data["mconf"][sel].float().cpu(),
-                    **{k: data[k][b].double().cpu() for k in PAIR_KEYS},
-                }
-            )
+            record = {
+                "pair_names": [names0[b], names1[b]],
+                "scene_id": str(data["scene_id"][b]) if "scene_id" in data else "",
+                "mkpts0_f": data["mkpts0_f"][sel].float().cpu(),
+                "mkpts1_f": data["mkpts1_f"][sel].float().cpu(),
+                "mconf": data["mconf"][sel].float().cpu(),
+            }
+            if homography:  # sizes in network-input pixels: the frame of the metrics
+                record.update({k: data[k][b].double().cpu() for k in HOMOGRAPHY_KEYS if k in data})
+                h, w = data["image0"].shape[-2:]
+                record["image_size"] = [int(w), int(h)]
+                record["kind"] = str(data["kind"][b]) if "kind" in data else ""
+                record["pair_id"] = int(data["pair_id"][b]) if "pair_id" in data else b
+            else:
+                record.update({k: data[k][b].double().cpu() for k in PAIR_KEYS})
+            records.append(record)
     return records
 
 
@@ -114,6 +146,103 @@ def evaluate_predictions(records: list[dict[str, Any]], eval_cfg: Any) -> tuple[
     return metrics, rows
 
 
+def _homography_batch(record: dict[str, Any]) -> dict[str, Any]:
+    """A cached homography record as the one-pair batch the homography metrics read."""
+    n = len(record["mconf"])
+    w, h = record["image_size"]
+    batch = {
+        "mkpts0_f": record["mkpts0_f"].double(),
+        "mkpts1_f": record["mkpts1_f"].double(),
+        "mconf": record["mconf"],
+        "m_bids": torch.zeros(n, dtype=torch.long),
+        "pair_names": ([record["pair_names"][0]], [record["pair_names"][1]]),
+        "image0": torch.zeros(()).expand(1, 1, h, w),  # only its size is read
+    }
+    batch.update({k: record[k][None] for k in HOMOGRAPHY_KEYS if k in record})
+    return batch
+
+
+def evaluate_homography_predictions(
+    records: list[dict[str, Any]], eval_cfg: Any
+) -> tuple[dict, dict, list]:
+    """Metrics of cached homography predictions (docs/hpatches.md#protocol).
+
+    Returns:
+        ``(metrics, subsets, rows)``: the corner-error AUC at 3/5/10 px and the precision over
+        all pairs; the same per kind (``illumination``, ``viewpoint``: the records' ``kind``);
+        one row of :data:`HOMOGRAPHY_COLUMNS` per pair (corner error None for a failure).
+    """
+    thr = float(eval_cfg["homography"]["precision_thr"])
+    pairs: dict[str, list[Any]] = {}
+    rows = []
+    for record in records:
+        batch = _homography_batch(record)
+        compute_homography_errors(batch, eval_cfg)
+        pair = collect_homography_pair_metrics(batch)
+        for key, values in pair.items():
+            pairs.setdefault(key, []).extend(values)
+        error, errors = pair["H_errs"][0], pair["reproj_errs"][0]
+        rows.append(
+            [
+                pair["identifiers"][0],
+                record["scene_id"],
+                record["kind"],
+                record["pair_id"],
+                len(record["mconf"]),
+                int(np.sum(pair["inliers"][0])),
+                error if np.isfinite(error) else None,
+                float(np.mean(errors < thr)) if len(errors) else 0.0,
+            ]
+        )
+    metrics = aggregate_homography_metrics(pairs, thr)
+    subsets = {}
+    for kind in sorted({record["kind"] for record in records}):
+        chosen = [i for i, record in enumerate(records) if record["kind"] == kind]
+        subset = {key: [values[i] for i in chosen] for key, values in pairs.items()}
+        subsets[kind] = {**aggregate_homography_metrics(subset, thr), "n_pairs": len(chosen)}
+    return metrics, subsets, rows
+
+
+def homography_figures(
+    dataset: Any, records: list[dict[str, Any]], eval_cfg: Any, folder: Path, n: int = N_FIGURES
+) -> list[tuple[str, Path]]:
+    """Figures of the matches of ``n`` pairs spread over the set, coloured by reprojection error
+    under the true homography (green below ``eval.homography.precision_thr``, red at twice it),
+    in network-input pixels; PNGs ``pair-<i>.png`` in ``folder``.
+
+    Returns:
+        ``(caption, path)`` per figure.
+    """
+    thr = float(eval_cfg["homography"]["precision_thr"])
+    chosen = sorted({int(i) for i in np.linspace(0, len(records) - 1, min(n, len(records)))})
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for i, index in enumerate(chosen):
+        record, item = records[index], dataset[index]
+        batch = _homography_batch(record)
+        compute_homography_errors(batch, eval_cfg)
+        unscaled = torch.ones(2, dtype=torch.float64)
+        kpts0 = batch["mkpts0_f"].numpy() / record.get("scale0", unscaled).numpy()
+        kpts1 = batch["mkpts1_f"].numpy() / record.get("scale1", unscaled).numpy()
+        errors = batch["reproj_errs"]
+        correct = int(np.sum(errors < thr))
+        caption = f"{record['scene_id']} 1-{record['pair_id']} ({record['kind']})"
+        text = [
+            caption,
+            f"#Matches {len(errors)}",
+            f"Precision({thr:g}px) ({100 * correct / max(1, len(errors)):.1f}%): "
+            f"{correct}/{len(errors)}",
+            f"corner error {batch['H_errs'][0]:.2f}px",
+        ]
+        colours = error_colormap(errors, thr, dynamic_alpha(len(errors)))
+        path = folder / f"pair-{i}.png"
+        make_matching_figure(
+            item["image0"][0] * 255, item["image1"][0] * 255, kpts0, kpts1, colours, text, path
+        )
+        figures.append((caption, path))
+    return figures
+
+
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_path` on `cfg.dataset`'s test set; write `metrics.json` into the run dir.
 
@@ -135,26 +264,41 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt_path, model_cfg, dataset_cfg) / PREDICTION_FILE
     datamodule = LoFTRDataModule(cfg.dataset, num_workers=cfg.hardware.num_workers, seed=cfg.seed)
     cached = cache.is_file()
+    homography = dataset_cfg.get("test_data_source") == "HPatches"
     if cached:
         rank_zero_info(f"reusing cached predictions {cache}")
         records = torch.load(cache, weights_only=True)
-    else:
+    if homography or not cached:  # a homography set's figures read its images
         datamodule.prepare_data()
+    if not cached:
         device = (
             "cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
         )
         records = export_predictions(matcher, datamodule.test_dataloader(), device)
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda f: torch.save(records, f))
-    metrics, rows = evaluate_predictions(records, eval_cfg)
+    extra: dict[str, Any] = {}
+    if homography:
+        metrics, subsets, rows = evaluate_homography_predictions(records, eval_cfg)
+        extra["subsets"] = subsets
+        columns = HOMOGRAPHY_COLUMNS
+    else:
+        metrics, rows = evaluate_predictions(records, eval_cfg)
+        columns = POSE_COLUMNS
     protocol = evaluation_protocol({"dataset": dataset_cfg, "eval": eval_cfg, "model": model_cfg})
     result = {
         "name": cfg.name,
         "ckpt": str(cfg.ckpt_path),
         "metrics": metrics,
+        **extra,
         **protocol_fields(protocol),
         "n_pairs": len(records),
         "cache": str(cache),
     }
     write_metrics(cfg.run_dir, "eval", result)
-    return {**result, "rows": rows, "cached": cached}
+    figures = []
+    if homography:
+        datamodule.setup("test")
+        folder = Path(cfg.run_dir) / "figures" / "test"
+        figures = homography_figures(datamodule.test_dataset, records, eval_cfg, folder)
+    return {**result, "rows": rows, "columns": columns, "figures": figures, "cached": cached}

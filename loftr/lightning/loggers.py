@@ -195,18 +195,30 @@ def build_logger(
 
 
 def log_evaluation(cfg: DictConfig, result: dict[str, Any]) -> None:
-    """Send an evaluation's metrics, protocol and per-pair table to the configured logger."""
+    """Send an evaluation's metrics (a homography set's per kind too, `test_<kind>/...`),
+    protocol, per-pair table and figures (docs/hpatches.md#protocol) to the configured logger."""
     config = plain(cfg)
     logger = build_logger(cfg, Path(cfg.run_dir), config, job_type="eval")
     if not logger:
         return
-    logger.log_metrics({f"test/{k}": v for k, v in result["metrics"].items()})
+    metrics = {f"test/{k}": v for k, v in result["metrics"].items()}
+    for kind, values in result.get("subsets", {}).items():  # a homography set's kinds
+        metrics.update({f"test_{kind}/{k}": v for k, v in values.items()})
+    logger.log_metrics(metrics)
     if isinstance(logger, WandbLogger):
         logger.log_table(
             key="test_pairs",
-            columns=["pair", "scene", "matches", "precision", "R_err", "t_err"],
+            columns=result.get("columns")
+            or ["pair", "scene", "matches", "precision", "R_err", "t_err"],
             data=result["rows"],
         )
+        figures = result.get("figures") or []
+        if figures:
+            logger.log_image(
+                key="test_match/evaluation",
+                images=[str(path) for _, path in figures],
+                caption=[caption for caption, _ in figures],
+            )
         logger.experiment.summary.update({"protocol": result["protocol_key"]})
         logger.experiment.finish()
     else:

@@ -3,7 +3,9 @@
 Reads every run under the given directories (a directory with a `metrics.json`, as training
 runs, sweep jobs and `loftr.evaluate` write them, read with `loftr.evaluation.export`) and writes
 `results.md` and `results.csv`: one row per variant and validation (or test) set with our
-AUC@5/10/20, the paper's numbers that fit the run (experiments/paper_numbers.yaml) and the row's
+AUC@5/10/20 (homography sets: corner-error AUC@3/5/10 over all pairs, then per kind, followed by
+the paper's Table 1, docs/hpatches.md), the paper's numbers that fit the run
+(experiments/paper_numbers.yaml) and the row's
 evaluation protocol (`loftr.evaluation.protocol.Protocol`, as the run recorded it). Rows are
 grouped by protocol, and a comparison never mixes two protocols (docs/differences.md#7): each
 group is its own table. Whether the paper's number was made with the same protocol is said in
@@ -33,7 +35,14 @@ from loftr.evaluation.protocol import Protocol, check_comparable
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 THRESHOLDS = (5, 10, 20)
+#: The corner-error AUC thresholds (px) of homography protocols (the paper's Table 1).
+HOMOGRAPHY_THRESHOLDS = (3, 5, 10)
 PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol))
+
+
+def thresholds_of(protocol: Protocol) -> tuple[int, int, int]:
+    """The AUC thresholds of a protocol's numbers: degrees of pose, or pixels of corner error."""
+    return HOMOGRAPHY_THRESHOLDS if protocol.homography else THRESHOLDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +52,9 @@ class PaperEntry:
     Attributes:
         table: the entry's table id (`tab2`, `tab3`, `tab6`, `issue41`).
         label: a readable name with its table.
-        when: the run facts it is for (`family`, `matcher`, `variant`).
-        auc: AUC@5, @10, @20 in percent.
+        when: the run facts it is for (`family`, `matcher`, `variant`); None for a row of
+            another method, printed with its table (Table 1) but never beside a run.
+        auc: AUC@5, @10, @20 in percent (homography protocols: AUC@3, @5, @10).
         protocol: the paper protocol's fields (None where unrecorded) plus `aliases`.
         protocol_name: its key in the file.
         source: the source's description.
@@ -52,7 +62,7 @@ class PaperEntry:
 
     table: str
     label: str
-    when: dict[str, str]
+    when: dict[str, str] | None
     auc: tuple[float, float, float]
     protocol: dict[str, Any]
     protocol_name: str
@@ -71,12 +81,14 @@ class ResultRow:
         facts: `family`, `matcher`, `variant`, `supervision`, `model`, `dataset`,
             `true_batch_size`, `paper_table` of the run's config.
         protocol: how the numbers were made.
-        auc: AUC@5, @10, @20 as fractions.
+        auc: AUC@5, @10, @20 as fractions (homography protocols: AUC@3, @5, @10).
         precision: `prec@<thr>` as a fraction, or None.
         epoch: the validation epoch (None for evaluations).
         step: the optimizer step (None for evaluations).
         paper: the fitting published entry, or None.
         paper_agreement: `same` or `differs: ...`, comparing the two protocols.
+        subset: the pairs of a homography set the row is about (`illumination`, `viewpoint`),
+            None for all of them.
     """
 
     run_dir: Path
@@ -91,6 +103,7 @@ class ResultRow:
     step: int | None = None
     paper: PaperEntry | None = None
     paper_agreement: str = ""
+    subset: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,21 +179,27 @@ def load_run(
         source = config["dataset"]["trainval_data_source"]
         true_batch = document.get("config", {}).get("true_batch_size")
     facts = {**_facts(config, choices, source), "true_batch_size": true_batch}
-    return [
-        ResultRow(
-            run_dir=run_dir,
-            kind=document["kind"],
-            name=name,
-            label=name,
-            facts=facts,
-            protocol=result.protocol,
-            auc=tuple(float(result.metrics[f"auc@{t}"]) for t in THRESHOLDS),
-            precision=_precision(result.metrics),
-            epoch=result.epoch,
-            step=result.step,
-        )
-        for result in set_results(document, which)
-    ]
+    rows = []
+    for result in set_results(document, which):
+        # a homography evaluation's kinds (illumination, viewpoint) follow its row over all pairs
+        parts = {None: result.metrics, **document.get("subsets", {})}
+        for subset, values in parts.items():
+            rows.append(
+                ResultRow(
+                    run_dir=run_dir,
+                    kind=document["kind"],
+                    name=name,
+                    label=name,
+                    facts=facts,
+                    protocol=result.protocol,
+                    auc=tuple(float(values[f"auc@{t}"]) for t in thresholds_of(result.protocol)),
+                    precision=_precision(values),
+                    epoch=result.epoch,
+                    step=result.step,
+                    subset=subset,
+                )
+            )
+    return rows
 
 
 def _precision(values: Mapping[str, Any]) -> float | None:
@@ -229,7 +248,7 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[PaperEntry]:
             PaperEntry(
                 table=raw["table"],
                 label=raw["label"],
-                when=dict(raw["when"]),
+                when=None if raw["when"] is None else dict(raw["when"]),
                 auc=tuple(float(v) for v in raw["auc"]),
                 protocol=dict(protocols[raw["protocol"]]),
                 protocol_name=raw["protocol"],
@@ -242,7 +261,11 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[PaperEntry]:
 def paper_entry_for(facts: Mapping[str, Any], entries: Sequence[PaperEntry]) -> PaperEntry | None:
     """The published entry that fits a run: every `when` fact equal, the run's `paper_table`
     preferred, else the first fitting entry of the file."""
-    fitting = [e for e in entries if all(facts.get(k) == v for k, v in e.when.items())]
+    fitting = [
+        e
+        for e in entries
+        if e.when is not None and all(facts.get(k) == v for k, v in e.when.items())
+    ]
     preferred = [e for e in fitting if e.table == facts.get("paper_table")]
     return (preferred or fitting or [None])[0]
 
@@ -251,12 +274,15 @@ def protocol_agreement(ours: Protocol, paper: Mapping[str, Any]) -> str:
     """`same` when every field the paper records equals ours, else `differs: <fields>`.
 
     The test set matches by name or alias; fields the paper does not record (null) are listed
-    as unverified after `same`.
+    as unverified after `same`, unless ours has none either (a pose protocol's homography
+    fields).
     """
-    mine = ours.to_dict()
+    mine = {**dict.fromkeys(PROTOCOL_FIELDS), **ours.to_dict()}
     differing, unverified = [], []
     for name in PROTOCOL_FIELDS:
         theirs = paper.get(name)
+        if theirs is None and mine[name] is None:
+            continue
         if theirs is None:
             unverified.append(name)
         elif name == "test_set":
@@ -292,24 +318,28 @@ def attach_paper(rows: Iterable[ResultRow], entries: Sequence[PaperEntry]) -> No
 # Tables
 # --------------------------------------------------------------------------------------------
 
-COLUMNS = (
-    "run",
-    "variant",
-    "matcher",
-    "supervision",
-    "true batch",
-    "epoch",
-    "AUC@5",
-    "AUC@10",
-    "AUC@20",
-    "precision",
-    "paper AUC@5",
-    "paper AUC@10",
-    "paper AUC@20",
-    "paper entry",
-    "paper protocol",
-    "protocol",
-)
+
+def columns_of(thresholds: Sequence[int]) -> tuple[str, ...]:
+    """The table columns of numbers at ``thresholds``."""
+    return (
+        "run",
+        "variant",
+        "matcher",
+        "supervision",
+        "true batch",
+        "epoch",
+        *(f"AUC@{t}" for t in thresholds),
+        "precision",
+        *(f"paper AUC@{t}" for t in thresholds),
+        "paper entry",
+        "paper protocol",
+        "protocol",
+    )
+
+
+COLUMNS = columns_of(THRESHOLDS)
+#: The columns of a homography protocol's table (corner-error AUC at 3/5/10 px).
+HOMOGRAPHY_COLUMNS = columns_of(HOMOGRAPHY_THRESHOLDS)
 
 
 def group_by_protocol(rows: Iterable[ResultRow]) -> list[list[ResultRow]]:
@@ -334,12 +364,13 @@ def comparison_table(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
             raise ConfigError(
                 f"runs {rows[0].run_dir} and {row.run_dir} cannot be in one comparison: {exc}"
             ) from None
+    thresholds = thresholds_of(rows[0].protocol)
     records = []
     for row in rows:
-        paper = row.paper.auc if row.paper else (None, None, None)
+        paper = row.paper.auc if row.paper and row.subset is None else (None, None, None)
         records.append(
             {
-                "run": row.label,
+                "run": row.label + (f" [{row.subset}]" if row.subset else ""),
                 "variant": row.facts["variant"],
                 "matcher": {"dual_softmax": "ds", "sinkhorn": "ot"}.get(
                     row.facts["matcher"], row.facts["matcher"]
@@ -347,11 +378,11 @@ def comparison_table(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
                 "supervision": row.facts["supervision"],
                 "true batch": row.facts.get("true_batch_size"),
                 "epoch": row.epoch,
-                **{f"AUC@{t}": 100.0 * v for t, v in zip(THRESHOLDS, row.auc, strict=True)},
+                **{f"AUC@{t}": 100.0 * v for t, v in zip(thresholds, row.auc, strict=True)},
                 "precision": None if row.precision is None else 100.0 * row.precision,
-                **{f"paper AUC@{t}": v for t, v in zip(THRESHOLDS, paper, strict=True)},
-                "paper entry": row.paper.label if row.paper else "",
-                "paper protocol": row.paper_agreement,
+                **{f"paper AUC@{t}": v for t, v in zip(thresholds, paper, strict=True)},
+                "paper entry": row.paper.label if row.paper and row.subset is None else "",
+                "paper protocol": row.paper_agreement if row.subset is None else "",
                 "protocol": row.protocol.key(),
             }
         )
@@ -366,26 +397,63 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def group_columns(rows: Sequence[ResultRow]) -> tuple[str, ...]:
+    """The columns of one comparison's table."""
+    return HOMOGRAPHY_COLUMNS if rows[0].protocol.homography else COLUMNS
+
+
+def paper_table_rows(protocol: Protocol, entries: Sequence[PaperEntry]) -> list[PaperEntry]:
+    """The published rows of a homography protocol's test set (Table 1 for HPatches): every
+    entry whose protocol names the set, the methods of other papers included."""
+    return [
+        e
+        for e in entries
+        if protocol.homography
+        and protocol.test_set in (e.protocol.get("test_set"), *e.protocol.get("aliases", []))
+    ]
+
+
+def _write_table(out: io.StringIO, columns: Sequence[str], records: Sequence[Mapping]) -> None:
+    out.write("| " + " | ".join(columns) + " |\n")
+    out.write("|" + "---|" * len(columns) + "\n")
+    for record in records:
+        out.write("| " + " | ".join(_cell(record[c]) for c in columns) + " |\n")
+
+
 def render_markdown(
-    groups: Sequence[Sequence[ResultRow]], which: str, sources: Sequence[str]
+    groups: Sequence[Sequence[ResultRow]],
+    which: str,
+    sources: Sequence[str],
+    entries: Sequence[PaperEntry] = (),
 ) -> str:
-    """The markdown report: one table per protocol, then the paper's sources."""
+    """The markdown report: one table per protocol (a homography protocol's followed by the
+    paper's table of its test set, Table 1 for HPatches), then the paper's sources."""
     out = io.StringIO()
     out.write("# Results\n\n")
     out.write(
         f"Pose AUC in % ({which} validation of training runs; test metrics of evaluations), "
-        "beside the published numbers that fit each run (experiments/paper_numbers.yaml). "
+        "beside the published numbers that fit each run (experiments/paper_numbers.yaml); "
+        "homography protocols give the AUC of the corner error at 3/5/10 px. "
         "Each table holds the rows of one evaluation protocol: numbers in different tables are "
         "not comparable. `paper protocol` says whether the published number was made with "
         "this row's protocol.\n"
     )
     for i, rows in enumerate(groups, 1):
         out.write(f"\n## Protocol {i}: `{rows[0].protocol.key()}`\n\n")
-        records = comparison_table(rows)
-        out.write("| " + " | ".join(COLUMNS) + " |\n")
-        out.write("|" + "---|" * len(COLUMNS) + "\n")
-        for record in records:
-            out.write("| " + " | ".join(_cell(record[c]) for c in COLUMNS) + " |\n")
+        _write_table(out, group_columns(rows), comparison_table(rows))
+        published = paper_table_rows(rows[0].protocol, entries)
+        if published:
+            out.write(f"\nThe paper's rows for {rows[0].protocol.test_set} (AUC in %):\n\n")
+            columns = ("method", *(f"AUC@{t}" for t in HOMOGRAPHY_THRESHOLDS), "paper protocol")
+            records = [
+                {
+                    "method": e.label,
+                    **dict(zip(columns[1:4], e.auc, strict=True)),
+                    "paper protocol": protocol_agreement(rows[0].protocol, e.protocol),
+                }
+                for e in published
+            ]
+            _write_table(out, columns, records)
     out.write("\n## Sources\n\n")
     for source in sources:
         out.write(f"- {source}\n")
@@ -393,13 +461,17 @@ def render_markdown(
 
 
 def write_csv(groups: Sequence[Sequence[ResultRow]], path: Path) -> None:
-    """One CSV line per row, with its comparison group (one per protocol) and run directory."""
+    """One CSV line per row, with its comparison group (one per protocol) and run directory;
+    with homography protocols among the groups the columns hold every threshold of both."""
+    columns = list(COLUMNS)
+    for extra in (c for rows in groups for c in group_columns(rows) if c not in columns):
+        columns.insert(columns.index(extra.replace("@3", "@5")), extra)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["comparison", *COLUMNS, "run_dir"])
+        writer.writerow(["comparison", *columns, "run_dir"])
         for i, rows in enumerate(groups, 1):
             for row, record in zip(rows, comparison_table(rows), strict=True):
-                cells = ["" if record[c] is None else record[c] for c in COLUMNS]
+                cells = ["" if record.get(c) is None else record[c] for c in columns]
                 writer.writerow([i, *cells, str(row.run_dir)])
 
 
@@ -432,10 +504,10 @@ def log_to_wandb(
     )
     try:
         for i, rows in enumerate(groups, 1):
-            records = comparison_table(rows)
+            records, columns = comparison_table(rows), group_columns(rows)
             table = wandb.Table(
-                columns=list(COLUMNS),
-                data=[["" if r[c] is None else r[c] for c in COLUMNS] for r in records],
+                columns=list(columns),
+                data=[["" if r[c] is None else r[c] for c in columns] for r in records],
             )
             run.log({f"results/protocol_{i}": table})
         return run.id
@@ -484,11 +556,14 @@ def collect(
     entries = load_paper_numbers(paper_numbers)
     attach_paper(rows, entries)
     groups = group_by_protocol(rows)
-    sources = sorted({e.source for e in entries if any(r.paper is e for r in rows)})
+    shown = {id(e) for rows in groups for e in paper_table_rows(rows[0].protocol, entries)}
+    sources = sorted(
+        {e.source for e in entries if id(e) in shown or any(r.paper is e for r in rows)}
+    )
 
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(groups, which, sources)
+    markdown = render_markdown(groups, which, sources, entries)
     if skipped:
         markdown += "\nRuns without a validation yet: " + ", ".join(map(str, skipped)) + "\n"
     (out / "results.md").write_text(markdown)

@@ -402,15 +402,13 @@ def group_columns(rows: Sequence[ResultRow]) -> tuple[str, ...]:
     return HOMOGRAPHY_COLUMNS if rows[0].protocol.homography else COLUMNS
 
 
-def paper_table_rows(protocol: Protocol, entries: Sequence[PaperEntry]) -> list[PaperEntry]:
-    """The published rows of a homography protocol's test set (Table 1 for HPatches): every
-    entry whose protocol names the set, the methods of other papers included."""
-    return [
-        e
-        for e in entries
-        if protocol.homography
-        and protocol.test_set in (e.protocol.get("test_set"), *e.protocol.get("aliases", []))
-    ]
+def paper_table_rows(rows: Sequence[ResultRow], entries: Sequence[PaperEntry]) -> list[PaperEntry]:
+    """The published rows printed with a homography comparison (Table 1 for HPatches): every
+    entry made with the protocol of the entry beside one of its rows, other methods included."""
+    if not rows[0].protocol.homography:
+        return []
+    names = {row.paper.protocol_name for row in rows if row.paper is not None}
+    return [e for e in entries if e.protocol_name in names]
 
 
 def _write_table(out: io.StringIO, columns: Sequence[str], records: Sequence[Mapping]) -> None:
@@ -441,9 +439,9 @@ def render_markdown(
     for i, rows in enumerate(groups, 1):
         out.write(f"\n## Protocol {i}: `{rows[0].protocol.key()}`\n\n")
         _write_table(out, group_columns(rows), comparison_table(rows))
-        published = paper_table_rows(rows[0].protocol, entries)
+        published = paper_table_rows(rows, entries)
         if published:
-            out.write(f"\nThe paper's rows for {rows[0].protocol.test_set} (AUC in %):\n\n")
+            out.write(f"\nThe paper's table ({published[0].table}, AUC in %):\n\n")
             columns = ("method", *(f"AUC@{t}" for t in HOMOGRAPHY_THRESHOLDS), "paper protocol")
             records = [
                 {
@@ -556,7 +554,7 @@ def collect(
     entries = load_paper_numbers(paper_numbers)
     attach_paper(rows, entries)
     groups = group_by_protocol(rows)
-    shown = {id(e) for rows in groups for e in paper_table_rows(rows[0].protocol, entries)}
+    shown = {id(e) for rows in groups for e in paper_table_rows(rows, entries)}
     sources = sorted(
         {e.source for e in entries if id(e) in shown or any(r.paper is e for r in rows)}
     )

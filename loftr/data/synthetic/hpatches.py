@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,12 @@ def write_hpatches_heldout(
     """
     folder = Path(out) / RELEASE_FOLDER
     written = []
-    for index, name in enumerate(photos):
+    for name in photos:
         photo = _colour(load_photo(name))
         for kind in ("i", "v"):
             sequence = f"{kind}_{name}"
-            rng = np.random.default_rng([int(seed), index, ord(kind)])
+            # each sequence draws from its own stream: the same whatever the other photographs
+            rng = np.random.default_rng([int(seed), zlib.crc32(sequence.encode())])
             images, homographies = _sequence(photo, rng, kind)
             target = folder / sequence
             target.mkdir(parents=True, exist_ok=True)

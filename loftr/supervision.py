@@ -93,7 +93,7 @@ def _check_single_dataset(data: Mapping[str, Any]) -> None:
 _DEPTH_POSE_KEYS = ("depth0", "depth1", "T_0to1", "T_1to0")
 
 
-def _carries_homography(data: Mapping[str, Any]) -> bool:
+def carries_homography(data: Mapping[str, Any]) -> bool:
     """Whether the batch's ground truth comes from ``H_0to1``/``H_1to0`` rather than depth and
     pose; a batch that carries both kinds is refused (docs/homography.md#ground-truth)."""
     if "H_0to1" not in data:
@@ -113,7 +113,7 @@ def _warp_grids(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both grids (original pixels) warped into the other image: by the homographies, or by
     depth and pose; only the coordinates are used (docs/original.md#coarse-gt-4)."""
-    if _carries_homography(data):
+    if carries_homography(data):
         # points the homography sends to w <= 0 land at OFF_IMAGE, off every grid
         # (docs/homography.md#warp)
         H_0to1 = data["H_0to1"].to(grid_pt0_i.dtype)

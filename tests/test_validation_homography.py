@@ -12,7 +12,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from experiments.dashboard import build_dashboard
 from loftr import viz
+from loftr.errors import ConfigError
+from loftr.lightning import fit
 from loftr.lightning.callbacks import ValidationReport
 from loftr.lightning.module import LoFTRModule
 from tests.helpers.compose import compose_fast
@@ -162,3 +165,23 @@ def test_the_homography_figure_colours_by_reprojection_error_and_names_the_corne
     data["H_errs"] = [float("inf")]
     viz.make_homography_figure(data, 0, precision_thr=3.0)
     assert drawn["text"][0] == "Corner error: no homography"
+
+
+def test_the_objective_is_the_mean_over_the_sets_that_report_it(monkeypatch):
+    metrics = {
+        "homographies": {"auc@10": 0.6, "auc@3": 0.2},
+        "poses": {"auc@10": 0.2, "auc@20": 0.5},
+    }
+    monkeypatch.setattr(fit, "train", lambda cfg: {"stopped_by": None, "metrics": metrics})
+    objective = {
+        key: fit.train_command(OmegaConf.create({"objective": key}))
+        for key in ("auc@10", "auc@3", "auc@20")
+    }
+    assert objective == pytest.approx({"auc@10": 0.4, "auc@3": 0.2, "auc@20": 0.5})
+    with pytest.raises(ConfigError, match=r"objective=auc@11 is no validation metric"):
+        fit.train_command(OmegaConf.create({"objective": "auc@11"}))
+
+
+def test_the_dashboard_plots_the_homography_keys():
+    keys = build_dashboard(val_sets=["homographies"]).panel_keys()
+    assert {"auc@3", "metrics_homographies/prec@3px", "metrics_homographies/auc@10"} <= set(keys)

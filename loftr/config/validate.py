@@ -111,7 +111,8 @@ def _check_training(cfg: DictConfig) -> None:
 
     A test-only dataset (and so an `eval_*` experiment) is refused with the command that takes
     it. ScanNet-format images are resized to `dataset.scannet_img_resize`, MegaDepth-format ones
-    floored to `dataset.mgdpt_df`: both must be multiples of the coarse stride.
+    floored to `dataset.mgdpt_df`, homography pairs made at `dataset.homographies.image_size`:
+    all must be multiples of the coarse stride.
     """
     dataset = cfg["dataset"]
     if dataset.get("test_only"):
@@ -136,6 +137,12 @@ def _check_training(cfg: DictConfig) -> None:
                 f"dataset.scannet_img_resize=[{width}, {height}] is not divisible by the coarse "
                 f"stride {stride} (model.resolution); use e.g. [640, 480] or [320, 240]"
             )
+    size = (dataset.get("homographies") or {}).get("image_size")
+    if "Homographies" in sources and size and any(int(v) % stride for v in size):
+        raise ConfigError(
+            f"dataset.homographies.image_size={list(size)} is not divisible by the coarse stride "
+            f"{stride} (model.resolution); use e.g. [320, 240] or [640, 480]"
+        )
     if "MegaDepth" in sources and int(dataset.get("mgdpt_df") or stride) % stride:
         raise ConfigError(
             f"dataset.mgdpt_df={dataset['mgdpt_df']} must be a multiple of the coarse stride "

@@ -48,7 +48,10 @@ def _ranks_without_pairs(has_pairs: bool) -> list[int]:
 
 def check_dataset_config(dataset: Mapping[str, Any]) -> None:
     """Raise ConfigError, naming the key, for a `dataset` node the loaders cannot serve: an
-    augmentation (docs/original.md#augmentation) or an unknown data source."""
+    augmentation (docs/original.md#augmentation), an unknown data source or settings its
+    builder refuses (:attr:`loftr.data.sources.Source.check`)."""
+    if isinstance(dataset, DictConfig):
+        dataset = OmegaConf.to_container(dataset, resolve=True, enum_to_str=True)
     if dataset.get("augmentation_type") is not None:
         # docs/original.md#augmentation: the original raises NotImplementedError for every
         # augmentation.
@@ -60,6 +63,8 @@ def check_dataset_config(dataset: Mapping[str, Any]) -> None:
         name = dataset.get(key)
         if name is not None and name not in SOURCES:
             raise ConfigError(f"dataset.{key}={name!r}; use one of {list(SOURCES)} or null")
+        if name is not None:
+            source(str(name)).check(dataset)
 
 
 def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:

@@ -83,6 +83,8 @@ class Source:
         set_names: ``(config, split) -> names``: a name per set of ``eval_sets``, known from the
             config alone (metric keys carry it).
         no_test: where to test instead, for a source without a test set (None: it has one).
+        check: ``(config) -> None``: ConfigError naming the key for settings the source cannot
+            follow (``check_dataset_config`` calls it before any work).
     """
 
     train_scenes: Callable[[Config], tuple[list[str], str]]
@@ -90,6 +92,7 @@ class Source:
     eval_sets: Callable[[Config, str, int], list[Dataset]]
     set_names: Callable[[Config, str], list[str]] = list_set_names
     no_test: str | None = None
+    check: Callable[[Config], None] = lambda config: None
 
 
 # --- the depth sources: ScanNet and MegaDepth scene indices (docs/original.md#datamodule) --------
@@ -211,10 +214,17 @@ def _depth_source(source: str) -> Source:
     return Source(train_scenes, train_datasets, eval_sets)
 
 
+def _homographies() -> Source:
+    from loftr.data import homographies
+
+    return homographies.SOURCE
+
+
 #: Each source's builder, made when first asked for (a builder module may load heavy packages).
 BUILDERS: dict[str, Callable[[], Source]] = {
     "ScanNet": lambda: _depth_source("ScanNet"),
     "MegaDepth": lambda: _depth_source("MegaDepth"),
+    "Homographies": _homographies,
 }
 #: The source names a dataset config may give.
 SOURCES = tuple(BUILDERS)

@@ -31,7 +31,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from loftr.data.sampler import RandomConcatSampler, get_local_split
 from loftr.data.skipping import SkipBrokenPairs
-from loftr.data.sources import SOURCES, Source, list_set_names, required, source
+from loftr.data.source import Source, list_set_names, required
+from loftr.data.sources import SOURCES, source
 from loftr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

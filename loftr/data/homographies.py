@@ -34,7 +34,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from loftr.checks import check_range
 from loftr.data.io import check_dir, read_gray
 from loftr.data.photos import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo
-from loftr.data.sources import Source, required
+from loftr.data.source import Source, required
 from loftr.errors import ConfigError, DataError
 
 #: Distinct training pairs per photograph and run seed: the sampler draws item indices from it.

@@ -60,12 +60,12 @@ def check_dataset_config(dataset: Mapping[str, Any]) -> None:
             f"dataset.augmentation_type={dataset['augmentation_type']!r}: LoFTR trains "
             "without augmentation (docs/original.md#augmentation); set it to null"
         )
-    for key in ("trainval_data_source", "test_data_source"):
-        name = dataset.get(key)
+    names = {key: dataset.get(key) for key in ("trainval_data_source", "test_data_source")}
+    for key, name in names.items():
         if name is not None and name not in SOURCES:
             raise ConfigError(f"dataset.{key}={name!r}; use one of {list(SOURCES)} or null")
-        if name is not None:
-            source(str(name)).check(dataset)
+    for name in dict.fromkeys(n for n in names.values() if n is not None):
+        source(str(name)).check(dataset)
 
 
 def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:

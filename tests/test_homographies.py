@@ -78,7 +78,7 @@ def _smooth_photo(w: int = 400, h: int = 300) -> np.ndarray:
 
 
 def test_the_schema_knows_every_registered_source():
-    assert [m.value for m in DataSource] == list(SOURCES)
+    assert {m.value for m in DataSource} == set(SOURCES)
 
 
 def _resampling_error(image0: np.ndarray, image1: np.ndarray, H: np.ndarray) -> float:

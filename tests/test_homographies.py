@@ -299,7 +299,7 @@ def test_a_training_config_composes_validates_and_its_batches_follow_the_contrac
 
 def test_evaluating_on_homographies_is_refused_pointing_to_hpatches():
     cfg = compose_cfg("evaluate", "dataset=homographies", "ckpt_path=model.ckpt")
-    with pytest.raises(ConfigError, match="has no test set.*dataset=hpatches") as err:
+    with pytest.raises(ConfigError, match="has no test set.*dataset=hpatches_heldout") as err:
         validate(cfg)
     assert "\n" not in str(err.value)
 

@@ -445,8 +445,8 @@ def _set_names(config: Mapping[str, Any], split: str) -> list[str]:
 
 
 NO_TEST = (
-    "its held-out photographs are tested as an HPatches-layout folder: "
-    "python -m loftr.evaluate dataset=hpatches ckpt_path=PATH"
+    "its held-out photographs are tested as an HPatches-layout folder made from them: "
+    "python -m loftr.evaluate dataset=hpatches_heldout ckpt_path=PATH"
 )
 SOURCE = Source(
     _train_scenes,

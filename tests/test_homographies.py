@@ -34,6 +34,7 @@ from loftr.data.sources import SOURCES
 from loftr.errors import ConfigError, DataError
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg, compose_fast
+from tests.helpers.runs import train_fast
 
 CONTRACT_KEYS = {"image0", "image1", "H_0to1", "H_1to0", "dataset_name", "scene_id", "pair_id"}
 NO_PHOTOMETRY = PhotometricLimits(
@@ -311,3 +312,23 @@ def test_items_of_one_photograph_collate(tmp_path: Path):
     assert batch["image1"].shape == (4, 1, 48, 64) and batch["pair_id"].tolist() == [0, 1, 2, 3]
     with pytest.raises(IndexError):
         ds[4]
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_a_fast_training_run_on_homographies_validates_with_homography_metrics(tmp_path: Path):
+    pytest.importorskip(
+        "loftr.evaluation.homography", reason="needs the homography ground truth and metrics"
+    )
+    result = train_fast(
+        tmp_path,
+        "dataset=homographies",
+        "logger=csv",
+        "dataset.homographies.image_size=[160,120]",
+        "dataset.homographies.val_pairs_per_photo=1",
+    )
+    trainer = result["trainer"]
+    assert trainer.global_step == 4
+    logged = set(trainer.logged_metrics)
+    for name in ("auc@3", "auc@5", "auc@10"):
+        assert f"metrics_heldout_photos/{name}" in logged
+    assert {"auc@5", "auc@10"} <= logged

@@ -60,7 +60,10 @@ Optimizer = _choice("Optimizer", ("adamw", "adam"))
 Scheduler = _choice("Scheduler", ("MultiStepLR", "CosineAnnealing", "ExponentialLR"))
 SchedulerInterval = _choice("SchedulerInterval", ("epoch", "step"))
 WarmupType = _choice("WarmupType", ("linear", "constant"))
-DataSource = _choice("DataSource", ("ScanNet", "MegaDepth", "HPatches"))
+# loftr.data.sources.SOURCES (tests/test_homographies.py compares them)
+DataSource = _choice(
+    "DataSource", ("ScanNet", "MegaDepth", "Homographies", "PairsWithHomography", "HPatches")
+)
 MonitorMode = _choice("MonitorMode", ("max", "min"))
 # Lightning's precision strings (lightning.fabric.connector._PRECISION_INPUT_STR)
 Precision = _choice(
@@ -211,6 +214,42 @@ class HPatchesConf:
 
 
 @dataclass
+class WarpConf:
+    """The random homographies' limits (loftr.data.homographies, docs/homographies.md)."""
+
+    max_angle: Number = MISSING  # degrees, in-plane rotation in [-max_angle, max_angle]
+    scale: list[Number] = MISSING  # [min, max], drawn log-uniformly
+    max_perspective: Number = MISSING  # projective terms, in units of the half image size
+    max_translation: Number = MISSING  # shift, as a share of the half image size
+    min_visible: Number = MISSING  # share of image 0's pixels that must land inside image 1
+
+
+@dataclass
+class PhotometricConf:
+    """The photometric changes of a homography pair (image 1; image 0 scaled by image0)."""
+
+    brightness: Number = MISSING  # added, in [-b, b] (intensities in [0, 1])
+    contrast: list[Number] = MISSING  # [min, max] factor about the mean
+    gamma: list[Number] = MISSING  # [min, max] exponent, drawn log-uniformly
+    noise: Number = MISSING  # the Gaussian noise's standard deviation is drawn in [0, noise]
+    blur: Number = MISSING  # the Gaussian blur's sigma is drawn in [0, blur] (px)
+    image0: Number = MISSING  # image 0's changes: the limits scaled towards none by this share
+
+
+@dataclass
+class HomographiesConf:
+    """`dataset=homographies`: pairs generated from photographs (loftr.data.homographies)."""
+
+    train_root: str | None = MISSING  # null: the packaged TRAIN_PHOTOS; a folder: its images
+    val_root: str | None = MISSING  # null: the packaged HELDOUT_PHOTOS
+    image_size: list[int] = MISSING  # [w, h] of both images, divisible by the coarse stride
+    val_pairs_per_photo: int = MISSING  # the fixed validation pairs per photograph
+    val_seed: int = MISSING  # seeds the validation pairs (the same in every run)
+    warp: WarpConf = field(default_factory=WarpConf)
+    photometric: PhotometricConf = field(default_factory=PhotometricConf)
+
+
+@dataclass
 class DatasetConf:
     name: str = MISSING
     trainval_data_source: DataSource | None = MISSING  # type: ignore[valid-type]
@@ -246,6 +285,7 @@ class DatasetConf:
     synthetic: dict[str, Any] | None = MISSING  # loftr.data.synthetic's arguments
     test_only: bool | None = None  # the test sets: training refuses them
     hpatches: HPatchesConf | None = None  # test_data_source HPatches: the sequences folder
+    homographies: HomographiesConf | None = None  # dataset=homographies only
 
 
 @dataclass

@@ -116,7 +116,8 @@ def _check_training(cfg: DictConfig) -> None:
 
     A test-only dataset (and so an `eval_*` experiment) is refused with the command that takes
     it. ScanNet-format images are resized to `dataset.scannet_img_resize`, MegaDepth-format ones
-    floored to `dataset.mgdpt_df`: both must be multiples of the coarse stride.
+    floored to `dataset.mgdpt_df`, homography pairs made at `dataset.homographies.image_size`:
+    all must be multiples of the coarse stride.
     """
     dataset = cfg["dataset"]
     if dataset.get("test_only"):
@@ -141,7 +142,16 @@ def _check_training(cfg: DictConfig) -> None:
                 f"dataset.scannet_img_resize=[{width}, {height}] is not divisible by the coarse "
                 f"stride {stride} (model.resolution); use e.g. [640, 480] or [320, 240]"
             )
-    if "MegaDepth" in sources and int(dataset.get("mgdpt_df") or stride) % stride:
+    size = (dataset.get("homographies") or {}).get("image_size")
+    if "Homographies" in sources and size and any(int(v) % stride for v in size):
+        raise ConfigError(
+            f"dataset.homographies.image_size={list(size)} is not divisible by the coarse stride "
+            f"{stride} (model.resolution); use e.g. [320, 240] or [640, 480]"
+        )
+    if (
+        sources & {"MegaDepth", "PairsWithHomography"}
+        and int(dataset.get("mgdpt_df") or stride) % stride
+    ):
         raise ConfigError(
             f"dataset.mgdpt_df={dataset['mgdpt_df']} must be a multiple of the coarse stride "
             f"{stride} (model.resolution)"
@@ -165,15 +175,17 @@ def _check_training(cfg: DictConfig) -> None:
 
 
 def _check_evaluation(cfg: DictConfig) -> None:
-    """An evaluation: a checkpoint to test, the protocol and the logger's arguments. The model
-    config is checked when the checkpoint is read: ours bring their own
-    (`LoFTR.from_checkpoint`)."""
+    """An evaluation: a checkpoint to test, a dataset with a test set, the protocol and the
+    logger's arguments. The model config is checked when the checkpoint is read: ours bring
+    their own (`LoFTR.from_checkpoint`)."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("ckpt is not set: pass ckpt_path=PATH to a LoFTR checkpoint")
     check_ranges(cfg, (("hardware.num_workers", "count_or_zero"),))
     _check_protocol(cfg)
+    from loftr.data.datamodule import check_test_set  # loads torch
     from loftr.lightning.trainer import check_logger_config  # loads Lightning
 
+    check_test_set(plain(cfg["dataset"]))
     check_logger_config(cfg)
 
 

@@ -31,7 +31,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from loftr.data.sampler import RandomConcatSampler, get_local_split
 from loftr.data.skipping import SkipBrokenPairs
-from loftr.data.sources import SOURCES, Source, list_set_names, required, source
+from loftr.data.source import Source, list_set_names, required
+from loftr.data.sources import SOURCES, source
 from loftr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def _ranks_without_pairs(has_pairs: bool) -> list[int]:
 
 def check_dataset_config(dataset: Mapping[str, Any]) -> None:
     """Raise ConfigError, naming the key, for a `dataset` node the loaders cannot serve: an
-    augmentation (docs/original.md#augmentation) or an unknown data source."""
+    augmentation (docs/original.md#augmentation), an unknown data source or settings its
+    builder refuses (:attr:`loftr.data.sources.Source.check`)."""
+    if isinstance(dataset, DictConfig):
+        dataset = OmegaConf.to_container(dataset, resolve=True, enum_to_str=True)
     if dataset.get("augmentation_type") is not None:
         # docs/original.md#augmentation: the original raises NotImplementedError for every
         # augmentation.
@@ -56,17 +60,12 @@ def check_dataset_config(dataset: Mapping[str, Any]) -> None:
             f"dataset.augmentation_type={dataset['augmentation_type']!r}: LoFTR trains "
             "without augmentation (docs/original.md#augmentation); set it to null"
         )
-    for key in ("trainval_data_source", "test_data_source"):
-        name = dataset.get(key)
+    names = {key: dataset.get(key) for key in ("trainval_data_source", "test_data_source")}
+    for key, name in names.items():
         if name is not None and name not in SOURCES:
             raise ConfigError(f"dataset.{key}={name!r}; use one of {list(SOURCES)} or null")
-    name = dataset.get("trainval_data_source")
-    if name is not None and source(str(name)).test_only:
-        trainval = [s for s in SOURCES if not source(s).test_only]
-        raise ConfigError(
-            f"dataset.trainval_data_source={name!r} is a test set (test_data_source only); use "
-            f"one of {trainval} or null"
-        )
+    for name in dict.fromkeys(n for n in names.values() if n is not None):
+        source(str(name)).check(dataset)
 
 
 def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:

@@ -14,6 +14,9 @@ axes may end up with slightly different factors; ``scale0``/``scale1`` carry the
 (``[w / w', h / h']``, ``x_stored = x_input * scale``), so the stored homography and the scales
 together give the input-frame homography without any approximation of the resize itself.
 
+:data:`SOURCE` serves the ``test_data_source: HPatches`` sets to the DataModule
+(:mod:`loftr.data.sources`): one test set named by the dataset; training refuses it.
+
 Example:
     >>> dataset = HPatchesDataset("data/hpatches")  # doctest: +SKIP
     >>> item = dataset[0]; item["image0"].shape, item["kind"]  # doctest: +SKIP
@@ -34,7 +37,9 @@ import torch
 from torch.utils.data import Dataset
 
 from loftr.data.io import check_dir, check_file, check_matrix, read_gray
-from loftr.errors import DataError
+from loftr.data.layout import setup_hint
+from loftr.data.source import Config, Source, required
+from loftr.errors import ConfigError, DataError
 
 #: The folder of the release under the dataset root.
 RELEASE_FOLDER = "hpatches-sequences-release"
@@ -232,3 +237,44 @@ class HPatchesDataset(Dataset):
             "pair_id": k,
             "pair_names": (f"{name}/{image_name(1)}", f"{name}/{image_name(k)}"),
         }
+
+
+# --- the data source (loftr.data.sources): one test set, named by the dataset ---------------------
+
+
+def _not_for_training(config: Config, *args: Any) -> Any:
+    raise ConfigError(
+        f"dataset {config.get('name')} (HPatches) is a test set for python -m loftr.evaluate; "
+        "training cannot read it"
+    )
+
+
+def _check(config: Config) -> None:
+    """HPatches is a test set: ``trainval_data_source`` may not name it."""
+    if config.get("trainval_data_source") == "HPatches":
+        raise ConfigError(
+            "dataset.trainval_data_source='HPatches' is a test set (test_data_source only); train "
+            "on another source and test with python -m loftr.evaluate dataset=hpatches"
+        )
+
+
+def _eval_sets(config: Config, split: str, seed: int) -> list[Dataset]:
+    if split != "test":
+        _not_for_training(config)
+    node = required(config, "hpatches")
+    part = "hpatches" if node.get("generate_seed") is None else "hpatches_heldout"
+    dataset = HPatchesDataset(
+        node["root"],
+        node["exclude"],
+        int(node["shorter_side"]),
+        int(node["df"]),
+        hint=setup_hint(part, node["root"]),
+    )
+    return [dataset]
+
+
+def _set_names(config: Config, split: str) -> list[str]:
+    return [str(config.get("name"))] if split == "test" else []
+
+
+SOURCE = Source(_not_for_training, _not_for_training, _eval_sets, _set_names, check=_check)

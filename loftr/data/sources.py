@@ -8,21 +8,20 @@ rest the same way for every source: the per-rank split of the scenes, the
 
 The depth sources (ScanNet, MegaDepth: docs/original.md#datamodule) build one dataset per scene
 index; the homography sources (docs/homographies.md) one per photograph or list file. A new source
-is a builder module plus one entry here.
+is a builder module (a :class:`~loftr.data.source.Source`) plus one entry in :data:`BUILDERS`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from torch.utils.data import Dataset
 
 from loftr.data.io import check_dir, read_list
-from loftr.data.layout import list_names, setup_hint
+from loftr.data.layout import setup_hint
+from loftr.data.source import Config, Source, as_list, key, required, split_lists
 from loftr.errors import ConfigError, DataError
 
 # The five per-split keys of the original data configs (docs/original.md#config-defaults).
@@ -30,69 +29,6 @@ SPLIT_KEYS = ("data_root", "pose_root", "npz_root", "list_path", "intrinsic_path
 # MegaDepth masks are always downsampled by 1/8: the original never passes coarse_scale through
 # (docs/original.md#megadepth).
 MEGADEPTH_COARSE_SCALE = 0.125
-
-Config = Mapping[str, Any]
-
-
-def key(config: Config, name: str) -> Any:
-    """``config[name]``; ConfigError naming ``dataset.<name>`` when the key is absent."""
-    if name not in config:
-        raise ConfigError(f"dataset.{name} is missing from the dataset config")
-    return config[name]
-
-
-def required(config: Config, name: str) -> Any:
-    """``config[name]``; ConfigError naming ``dataset.<name>`` when it is absent or null."""
-    value = key(config, name)
-    if value is None:
-        raise ConfigError(f"dataset.{name} is null; the dataset config must set it")
-    return value
-
-
-def as_list(value: Any, n: int, name: str) -> list[Any]:
-    """Broadcast a scalar config value to ``n`` entries, or check a list has ``n``."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ConfigError(f"dataset.{name} has {len(value)} entries; expected {n}")
-        return list(value)
-    return [value] * n
-
-
-def split_lists(config: Config, split: str) -> list[Any]:
-    """The ``{split}_list_path`` entries (a path or a list of them), as a list."""
-    paths = required(config, f"{split}_list_path")
-    return list(paths) if isinstance(paths, (list, tuple)) else [paths]
-
-
-def list_set_names(config: Config, split: str) -> list[str]:
-    """Set names from the stems of ``{split}_list_path`` (empty when it is null)."""
-    return list_names(config.get(f"{split}_list_path"))
-
-
-@dataclass(frozen=True)
-class Source:
-    """How the DataModule builds one source's datasets.
-
-    Attributes:
-        train_scenes: ``(config) -> (names, where)``: the training scenes the ranks share out
-            (``get_local_split``) and the file or folder that lists them (for messages).
-        train_datasets: ``(config, names, seed) -> datasets``: one dataset per scene of this
-            rank's share, in order; ``seed`` is the run seed.
-        eval_sets: ``(config, split, seed) -> datasets``: one dataset per validation (``val``) or
-            test (``test``) set.
-        set_names: ``(config, split) -> names``: a name per set of ``eval_sets``, known from the
-            config alone (metric keys carry it).
-        no_test: where to test instead, for a source without a test set (None: it has one).
-        test_only: a benchmark that only ``test_data_source`` may name (HPatches).
-    """
-
-    train_scenes: Callable[[Config], tuple[list[str], str]]
-    train_datasets: Callable[[Config, Sequence[str], int], list[Dataset]]
-    eval_sets: Callable[[Config, str, int], list[Dataset]]
-    set_names: Callable[[Config, str], list[str]] = list_set_names
-    no_test: str | None = None
-    test_only: bool = False
-
 
 # --- the depth sources: ScanNet and MegaDepth scene indices (docs/original.md#datamodule) --------
 
@@ -213,46 +149,31 @@ def _depth_source(source: str) -> Source:
     return Source(train_scenes, train_datasets, eval_sets)
 
 
-# --- HPatches: an HPatches-layout folder, a test set only (docs/hpatches.md) ---------------------
+def _homographies() -> Source:
+    from loftr.data import homographies
+
+    return homographies.SOURCE
 
 
-def _hpatches_source() -> Source:
-    """The sequences of ``dataset.hpatches`` as one test set, named by the dataset."""
+def _pairs_with_homography() -> Source:
+    from loftr.data import pairs_with_homography
 
-    def not_for_training(config: Config, *args: Any) -> Any:
-        raise ConfigError(
-            f"dataset {config.get('name')} (HPatches) is a test set for python -m loftr.evaluate; "
-            "training cannot read it"
-        )
+    return pairs_with_homography.SOURCE
 
-    def eval_sets(config: Config, split: str, seed: int) -> list[Dataset]:
-        from loftr.data.hpatches import HPatchesDataset
 
-        if split != "test":
-            not_for_training(config)
-        node = required(config, "hpatches")
-        part = "hpatches" if node.get("generate_seed") is None else "hpatches_heldout"
-        return [
-            HPatchesDataset(
-                node["root"],
-                node["exclude"],
-                int(node["shorter_side"]),
-                int(node["df"]),
-                hint=setup_hint(part, node["root"]),
-            )
-        ]
+def _hpatches() -> Source:
+    from loftr.data import hpatches
 
-    def set_names(config: Config, split: str) -> list[str]:
-        return [str(config.get("name"))] if split == "test" else []
-
-    return Source(not_for_training, not_for_training, eval_sets, set_names, test_only=True)
+    return hpatches.SOURCE
 
 
 #: Each source's builder, made when first asked for (a builder module may load heavy packages).
 BUILDERS: dict[str, Callable[[], Source]] = {
     "ScanNet": lambda: _depth_source("ScanNet"),
     "MegaDepth": lambda: _depth_source("MegaDepth"),
-    "HPatches": _hpatches_source,
+    "Homographies": _homographies,
+    "PairsWithHomography": _pairs_with_homography,
+    "HPatches": _hpatches,
 }
 #: The source names a dataset config may give.
 SOURCES = tuple(BUILDERS)

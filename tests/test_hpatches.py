@@ -342,8 +342,7 @@ def test_corner_error_auc_through_evaluate_equals_the_hand_computation(
     """
     keep = ["i_chelsea", "v_chelsea"]
     exclude = [p.name for p in (heldout / hp.RELEASE_FOLDER).iterdir() if p.name not in keep]
-    cfg = compose_cfg(
-        "evaluate",
+    overrides = [
         "dataset=hpatches_heldout",
         f"dataset.hpatches.root={heldout}",
         f"dataset.hpatches.exclude=[{','.join(exclude)}]",
@@ -351,8 +350,8 @@ def test_corner_error_auc_through_evaluate_equals_the_hand_computation(
         "logger=none",
         f"ckpt_path={tmp_path / 'fake.ckpt'}",
         f"cache_dir={tmp_path / 'dump'}",
-        f"run_dir={tmp_path / 'run'}",
-    )
+    ]
+    cfg = compose_cfg("evaluate", *overrides, f"run_dir={tmp_path / 'run'}")
     (tmp_path / "fake.ckpt").write_bytes(b"fake")
     model = normalised_model_config(cfg.model)
     monkeypatch.setattr(LoFTR, "from_checkpoint", lambda *a, **k: ShiftedMatcher(model))
@@ -377,6 +376,8 @@ def test_corner_error_auc_through_evaluate_equals_the_hand_computation(
     assert rows[("v_chelsea", 6)][6] is None  # a failure
     assert rows[("v_chelsea", 2)][4:6] == [49, 49]  # matches, RANSAC inliers
     assert len(result["figures"]) == 4 and all(path.is_file() for _, path in result["figures"])
+    again = evaluate(compose_cfg("evaluate", *overrides, f"run_dir={tmp_path / 'again'}"))
+    assert again["cached"] and not result["cached"] and again["metrics"] == metrics
 
     # the collector: our row over all pairs and per kind beside LoFTR's, then the paper's Table 1
     _write_hydra(tmp_path / "run", cfg)

@@ -242,6 +242,12 @@ class HPatchesDataset(Dataset):
 # --- the data source (loftr.data.sources): one test set, named by the dataset ---------------------
 
 
+def setup_step(node: Config, root: str | os.PathLike) -> str:
+    """The step that makes the folder of a ``dataset.hpatches`` node: the set-up command for the
+    real release, the generator for a generated set (``generate_seed``)."""
+    return setup_hint("hpatches" if node.get("generate_seed") is None else "hpatches_heldout", root)
+
+
 def _not_for_training(config: Config, *args: Any) -> Any:
     raise ConfigError(
         f"dataset {config.get('name')} (HPatches) is a test set for python -m loftr.evaluate; "
@@ -262,13 +268,12 @@ def _eval_sets(config: Config, split: str, seed: int) -> list[Dataset]:
     if split != "test":
         _not_for_training(config)
     node = required(config, "hpatches")
-    part = "hpatches" if node.get("generate_seed") is None else "hpatches_heldout"
     dataset = HPatchesDataset(
         node["root"],
         node["exclude"],
         int(node["shorter_side"]),
         int(node["df"]),
-        hint=setup_hint(part, node["root"]),
+        hint=setup_step(node, node["root"]),
     )
     return [dataset]
 

@@ -285,11 +285,12 @@ def hpatches_protocol(config: Mapping[str, Any], root: str | Path = ".") -> Prot
     ``hpatches_heldout``), its hash over the evaluated sequences and their homography files
     (:func:`loftr.data.hpatches.hash_sequences`), the resize rule and the homography settings.
     """
-    from loftr.data.hpatches import hash_sequences, list_sequences
+    from loftr.data.hpatches import hash_sequences, list_sequences, setup_step
 
     node = config["dataset"]["hpatches"]
     folder = Path(root) / node["root"]
-    digest = hash_sequences(folder, list_sequences(folder, node["exclude"]))
+    sequences = list_sequences(folder, node["exclude"], setup_step(node, folder))
+    digest = hash_sequences(folder, sequences)
     rule = f"shorter={int(node['shorter_side'])},df={int(node['df'])}"
     return homography_protocol(str(config["dataset"]["name"]), digest, rule, config)
 

@@ -42,7 +42,7 @@ from loftr.evaluation.metrics import (
 from loftr.evaluation.protocol import evaluation_protocol
 from loftr.lightning.checkpoints import atomic_write
 from loftr.model import LoFTR
-from loftr.viz import dynamic_alpha, error_colormap, make_matching_figure
+from loftr.viz import make_homography_figure
 
 PREDICTION_FILE = "predictions.pt"
 PAIR_KEYS = ("K0", "K1", "T_0to1")
@@ -207,11 +207,11 @@ def homography_figures(
     dataset: Any, records: list[dict[str, Any]], eval_cfg: Any, folder: Path, n: int = N_FIGURES
 ) -> list[tuple[str, Path]]:
     """Figures of the matches of ``n`` pairs spread over the set, coloured by reprojection error
-    under the true homography (green below ``eval.homography.precision_thr``, red at twice it),
-    in network-input pixels; PNGs ``pair-<i>.png`` in ``folder``.
+    under the true homography (:func:`loftr.viz.make_homography_figure`, at
+    ``eval.homography.precision_thr``); PNGs ``pair-<i>.png`` in ``folder``.
 
     Returns:
-        ``(caption, path)`` per figure.
+        ``(caption, path)`` per figure: the sequence, the pair and its kind.
     """
     thr = float(eval_cfg["homography"]["precision_thr"])
     chosen = sorted({int(i) for i in np.linspace(0, len(records) - 1, min(n, len(records)))})
@@ -219,27 +219,12 @@ def homography_figures(
     figures = []
     for i, index in enumerate(chosen):
         record, item = records[index], dataset[index]
-        batch = _homography_batch(record)
+        batch = {**_homography_batch(record), "image0": item["image0"][None]}
+        batch["image1"] = item["image1"][None]
         compute_homography_errors(batch, eval_cfg)
-        unscaled = torch.ones(2, dtype=torch.float64)
-        kpts0 = batch["mkpts0_f"].numpy() / record.get("scale0", unscaled).numpy()
-        kpts1 = batch["mkpts1_f"].numpy() / record.get("scale1", unscaled).numpy()
-        errors = batch["reproj_errs"]
-        correct = int(np.sum(errors < thr))
-        caption = f"{record['scene_id']} 1-{record['pair_id']} ({record['kind']})"
-        text = [
-            caption,
-            f"#Matches {len(errors)}",
-            f"Precision({thr:g}px) ({100 * correct / max(1, len(errors)):.1f}%): "
-            f"{correct}/{len(errors)}",
-            f"corner error {batch['H_errs'][0]:.2f}px",
-        ]
-        colours = error_colormap(errors, thr, dynamic_alpha(len(errors)))
         path = folder / f"pair-{i}.png"
-        make_matching_figure(
-            item["image0"][0] * 255, item["image1"][0] * 255, kpts0, kpts1, colours, text, path
-        )
-        figures.append((caption, path))
+        make_homography_figure(batch, 0, thr).savefig(str(path), bbox_inches="tight", pad_inches=0)
+        figures.append((f"{record['scene_id']} 1-{record['pair_id']} ({record['kind']})", path))
     return figures
 
 
@@ -261,16 +246,25 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     matcher = LoFTR.from_checkpoint(cfg.ckpt_path, cfg.model, overrides, cfg.model_from_ckpt)
     model_cfg = matcher.config
     dataset_cfg, eval_cfg = plain(cfg.dataset), plain(cfg.eval)
-    cache = Path(cfg.cache_dir) / cache_key(cfg.ckpt_path, model_cfg, dataset_cfg) / PREDICTION_FILE
     datamodule = LoFTRDataModule(cfg.dataset, num_workers=cfg.hardware.num_workers, seed=cfg.seed)
-    cached = cache.is_file()
     homography = dataset_cfg.get("test_data_source") == "HPatches"
+    config = {"dataset": dataset_cfg, "eval": eval_cfg, "model": model_cfg}
+    cached_config = dataset_cfg
+    if homography:
+        # the set (generated on first use) must be there: its figures read its images, and its
+        # sequences' hash keys the cache, so a regenerated set never reuses stale predictions
+        datamodule.prepare_data()
+        protocol = evaluation_protocol(config)
+        cached_config = {**dataset_cfg, "index_hash": protocol.index_hash}
+    key = cache_key(cfg.ckpt_path, model_cfg, cached_config)
+    cache = Path(cfg.cache_dir) / key / PREDICTION_FILE
+    cached = cache.is_file()
     if cached:
         rank_zero_info(f"reusing cached predictions {cache}")
         records = torch.load(cache, weights_only=True)
-    if homography or not cached:  # a homography set's figures read its images
-        datamodule.prepare_data()
-    if not cached:
+    else:
+        if not homography:
+            datamodule.prepare_data()
         device = (
             "cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
         )
@@ -285,7 +279,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     else:
         metrics, rows = evaluate_predictions(records, eval_cfg)
         columns = POSE_COLUMNS
-    protocol = evaluation_protocol({"dataset": dataset_cfg, "eval": eval_cfg, "model": model_cfg})
+    if not homography:
+        protocol = evaluation_protocol(config)
     result = {
         "name": cfg.name,
         "ckpt": str(cfg.ckpt_path),

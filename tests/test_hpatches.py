@@ -436,3 +436,23 @@ def test_evaluate_cli_on_the_heldout_set_writes_metrics_json(heldout, tmp_path):
     assert set(written["subsets"]) == {"viewpoint"}
     assert "resize=shorter=160,df=8" in written["protocol_key"]
     assert "viewpoint" in proc.stdout and "protocol hpatches_heldout@" in proc.stdout
+
+
+def test_homography_validation_sets_have_homography_protocols(tmp_path):
+    """A training on generated homographies names its validation set as the source does, with a
+    homography protocol, so its metrics.json reads back (and the collector takes it)."""
+    from loftr.config import plain
+    from loftr.evaluation.export import protocol_fields, read_metrics, write_metrics
+    from loftr.evaluation.protocol import validation_protocols
+
+    config = plain(compose_cfg("train", "dataset=homographies"))
+    ((name, protocol),) = validation_protocols(config).items()
+    assert name == "heldout_photos" and protocol.homography
+    assert protocol.resize == "320x240" and protocol.max_matches == 1000
+    config["dataset"]["homographies"]["val_seed"] += 1  # other pairs: another protocol
+    assert validation_protocols(config)[name].index_hash != protocol.index_hash
+    sets = {name: {"auc@3": 0.1, "auc@5": 0.2, "auc@10": 0.3, "prec@3px": 0.5}}
+    record = {"epoch": 0, "step": 4, "sets": sets, "auc@5": 0.2, "auc@10": 0.3}
+    fields = {"name": "h", "val_sets": {name: protocol_fields(protocol)}}
+    path = write_metrics(tmp_path, "train", {**fields, "last": record, "best": record})
+    assert read_metrics(path)["val_sets"][name]["protocol_key"] == protocol.key()

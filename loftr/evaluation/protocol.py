@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ __all__ = [
 #: The corner convention of the homography protocols: image 0's outer pixel centres (0, 0),
 #: (w - 1, 0), (w - 1, h - 1), (0, h - 1), in network-input pixels (docs/hpatches.md#protocol).
 CORNERS = "pixel-centres"
+#: The data sources whose sets are scored by relative pose (the others by homography).
+POSE_SOURCES = ("ScanNet", "MegaDepth")
 #: The fields only homography protocols set.
 HOMOGRAPHY_FIELDS = ("ransac_max_iters", "max_matches", "corners")
 
@@ -249,8 +252,37 @@ def validation_protocols(config: Mapping[str, Any], root: str | Path = ".") -> d
     Raises:
         FileNotFoundError: an index file is missing.
     """
-    names = list_names(config["dataset"].get("val_list_path"))
+    dataset = config["dataset"]
+    if dataset.get("trainval_data_source") not in (None, *POSE_SOURCES):
+        return _homography_validation_protocols(config, root)
+    names = list_names(dataset.get("val_list_path"))
     return {name: _set_protocol(config, "val", i, name, root) for i, name in enumerate(names)}
+
+
+def _homography_validation_protocols(
+    config: Mapping[str, Any], root: str | Path
+) -> dict[str, Protocol]:
+    """The protocols of a homography source's validation sets (docs/hpatches.md#protocol), named
+    as the source names them: list-file sets (your own pairs) are identified by their list files
+    and sized by ``mgdpt_img_resize``; generated sets by their whole ``dataset.homographies``
+    node (photographs, seed, warps) and sized by its ``image_size``."""
+    from loftr.data.sources import source  # the source names its sets (loads torch: lazily)
+
+    dataset = config["dataset"]
+    names = source(str(dataset["trainval_data_source"])).set_names(dataset, "val")
+    lists = dataset.get("val_list_path")
+    protocols = {}
+    for i, name in enumerate(names):
+        if lists is not None:
+            digest = hash_index(Path(root) / _as_list(lists)[i])
+            resize = f"longer={int(dataset['mgdpt_img_resize'])}"
+        else:
+            node = dataset.get("homographies") or {}
+            blob = json.dumps(node, sort_keys=True, default=str).encode()
+            digest = hashlib.sha256(blob).hexdigest()[:12]
+            resize = "x".join(str(v) for v in node.get("image_size") or ())
+        protocols[name] = homography_protocol(name, digest, resize, config)
+    return protocols
 
 
 def homography_protocol(

@@ -129,7 +129,10 @@ def build_dashboard(
     summary = Section(
         "Validation: mean over sets",
         (
-            Panel("line", "AUC (mean over validation sets)", ("auc@5", "auc@10", "auc@20")),
+            # pose sets have auc@5/10/20, homography sets auc@3/5/10 (docs/homography.md#validation)
+            Panel(
+                "line", "AUC (mean over validation sets)", ("auc@3", "auc@5", "auc@10", "auc@20")
+            ),
             Panel("bar", "AUC@10 by matcher, supervision and variant", ("auc@10",)),
         ),
     )
@@ -142,7 +145,10 @@ def build_dashboard(
                     f"AUC ({s})",
                     tuple(f"metrics_{s}/auc@{t}" for t in (5, 10, 20)),
                 ),
-                Panel("line", f"precision ({s})", (f"metrics_{s}/prec@5e-04",)),
+                # a homography set's precision is prec@3px (docs/homography.md#validation)
+                Panel(
+                    "line", f"precision ({s})", (f"metrics_{s}/prec@5e-04", f"metrics_{s}/prec@3px")
+                ),
                 Panel(
                     "line",
                     f"validation loss ({s})",

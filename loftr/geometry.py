@@ -1,5 +1,5 @@
-"""Warping keypoints between two views with depth, intrinsics and relative pose
-(docs/original.md#warp-kpts).
+"""Warping keypoints between two views: with depth, intrinsics and relative pose
+(docs/original.md#warp-kpts), or with a homography (docs/homography.md#warp).
 
 The geometric steps come from ``kornia.geometry`` (docs/differences.md#8); only the
 final perspective division is written here, because the original divides by ``z + 1e-4`` after
@@ -18,6 +18,10 @@ from kornia.geometry.linalg import transform_points
 PROJECTION_EPS = 1e-4
 # docs/original.md#warp-kpts: relative depth error below which a warped point counts as consistent.
 DEPTH_CONSISTENCY_THR = 0.2
+# docs/homography.md#warp: where a homography sends a point it maps to w <= 0 (behind the camera,
+# or to the line at infinity): finite, so that no loss term becomes NaN, and far outside any image,
+# so that it rounds off every coarse grid.
+OFF_IMAGE = -1.0e6
 
 
 def lookup_depth(depth: torch.Tensor, kpts_long: torch.Tensor) -> torch.Tensor:
@@ -119,3 +123,31 @@ def warp_kpts(
 
     valid_mask = nonzero_mask & covisible_mask & consistent_mask
     return valid_mask, w_kpts0
+
+
+def warp_points_homography(
+    points: torch.Tensor, H: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map pixels by homographies, ``(x, y, 1) -> H (x, y, 1)`` divided by its third coordinate
+    (docs/homography.md#warp).
+
+    Args:
+        points: ``(..., L, 2)`` pixel coordinates ``(x, y)``.
+        H: ``(..., 3, 3)`` homographies, broadcast against ``points``' leading dimensions.
+
+    Returns:
+        ``(valid, warped)``: ``valid`` ``(..., L)`` bool, True where the third coordinate is
+        positive and the result finite; ``warped`` ``(..., L, 2)`` the mapped pixels, and
+        :data:`OFF_IMAGE` in both coordinates where not valid.
+
+    Example:
+        >>> H = torch.tensor([[1.0, 0, 3], [0, 1, 4], [0, 0, 1]])
+        >>> warp_points_homography(torch.tensor([[1.0, 2.0]]), H)[1]
+        tensor([[4., 6.]])
+    """
+    homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
+    mapped = homogeneous @ H.transpose(-1, -2)  # (..., L, 3)
+    w = mapped[..., 2:]
+    warped = mapped[..., :2] / w
+    valid = (w[..., 0] > 0) & torch.isfinite(warped).all(-1)
+    return valid, torch.where(valid[..., None], warped, torch.full_like(warped, OFF_IMAGE))

@@ -1,10 +1,12 @@
 """Coarse and fine ground truth from depth, intrinsics and relative pose
-(docs/original.md#supervision).
+(docs/original.md#supervision), or from a homography (docs/homography.md#ground-truth).
 
 Training and validation steps call :func:`compute_supervision_coarse` before the model's forward
 (the model pads its fine-level samples with ground-truth matches) and
 :func:`compute_supervision_fine` after it (docs/original.md#lightning-module). Both read and write
-the batch dict in place, with the original's keys, and are vectorised over the batch.
+the batch dict in place, with the original's keys, and are vectorised over the batch. What the
+batch carries chooses the warp of the coarse grids: ``H_0to1``/``H_1to0`` a homography (ours, not
+the original's), else depth and pose; every other step is the same for both.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from kornia.geometry import create_meshgrid
 
 from loftr.errors import DataError
-from loftr.geometry import warp_kpts
+from loftr.geometry import warp_kpts, warp_points_homography
 
 logger = logging.getLogger(__name__)
 
@@ -87,22 +89,66 @@ def _check_single_dataset(data: Mapping[str, Any]) -> None:
         )
 
 
+# what a depth-and-pose batch carries that a homography batch must not (docs/homography.md#contract)
+_DEPTH_POSE_KEYS = ("depth0", "depth1", "T_0to1", "T_1to0")
+
+
+def carries_homography(data: Mapping[str, Any]) -> bool:
+    """Whether the batch's ground truth comes from ``H_0to1``/``H_1to0`` rather than depth and
+    pose; a batch that carries both kinds is refused (docs/homography.md#ground-truth)."""
+    if "H_0to1" not in data:
+        return False
+    both = [key for key in _DEPTH_POSE_KEYS if key in data]
+    if both:
+        raise DataError(
+            f"A batch carries a homography (H_0to1) and depth or pose ({', '.join(both)}) of pairs "
+            f"{data.get('pair_names')}; ground truth needs one kind per batch "
+            f"(docs/homography.md#ground-truth): build separate dataloaders for them."
+        )
+    return True
+
+
+def _warp_grids(
+    data: Mapping[str, Any], grid_pt0_i: torch.Tensor, grid_pt1_i: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both grids (original pixels) warped into the other image: by the homographies, or by
+    depth and pose; only the coordinates are used (docs/original.md#coarse-gt-4)."""
+    if carries_homography(data):
+        # points the homography sends to w <= 0 land at OFF_IMAGE, off every grid
+        # (docs/homography.md#warp)
+        H_0to1 = data["H_0to1"].to(grid_pt0_i.dtype)
+        H_1to0 = data["H_1to0"].to(grid_pt1_i.dtype)
+        return (
+            warp_points_homography(grid_pt0_i, H_0to1)[1],
+            warp_points_homography(grid_pt1_i, H_1to0)[1],
+        )
+    _, w_pt0_i = warp_kpts(
+        grid_pt0_i, data["depth0"], data["depth1"], data["T_0to1"], data["K0"], data["K1"]
+    )
+    _, w_pt1_i = warp_kpts(
+        grid_pt1_i, data["depth1"], data["depth0"], data["T_1to0"], data["K1"], data["K0"]
+    )
+    return w_pt0_i, w_pt1_i
+
+
 def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) -> None:
-    """Coarse ground-truth matches from depth and pose (docs/original.md#coarse-gt), written into
-    ``data``.
+    """Coarse ground-truth matches from depth and pose (docs/original.md#coarse-gt) or from a
+    homography (docs/homography.md#ground-truth), written into ``data``.
 
     Every coarse cell's corner ``(8x, 8y)`` is taken to original image pixels (per-axis
     ``scale0``/``scale1`` when present), padded cells are moved to pixel (0, 0), both grids are
-    warped into the other image, rounded to the nearest coarse cell (off-grid -> cell 0), and a
-    cell pair ``(i, j)`` is a match when the warps agree both ways (mutual cycle check). Cell 0 of
-    image 0 is never a match. The warp's validity mask is ignored on purpose
+    warped into the other image (by ``H_0to1``/``H_1to0`` when the batch carries them, else by
+    depth and pose), rounded to the nearest coarse cell (off-grid -> cell 0), and a cell pair
+    ``(i, j)`` is a match when the warps agree both ways (mutual cycle check). Cell 0 of image 0
+    is never a match. The warp's validity mask is ignored on purpose
     (docs/original.md#coarse-gt-4).
 
     Reads ``image0`` ``(N, 1, H0, W0)``, ``image1`` ``(N, 1, H1, W1)`` (only their sizes),
     ``depth0`` ``(N, H0', W0')`` / ``depth1`` metres at original resolution, ``K0``/``K1``
-    ``(N, 3, 3)``, ``T_0to1``/``T_1to0`` ``(N, 4, 4)`` and the optional ``scale0``/``scale1``
-    ``(N, 2)`` = ``[w_orig / w_in, h_orig / h_in]`` and ``mask0``/``mask1`` ``(N, H0/8, W0/8)``
-    bool (True = valid).
+    ``(N, 3, 3)``, ``T_0to1``/``T_1to0`` ``(N, 4, 4)`` (or, instead of depth, intrinsics and
+    pose, ``H_0to1``/``H_1to0`` ``(N, 3, 3)`` between original pixels, docs/homography.md#contract)
+    and the optional ``scale0``/``scale1`` ``(N, 2)`` = ``[w_orig / w_in, h_orig / h_in]`` and
+    ``mask0``/``mask1`` ``(N, H0/8, W0/8)`` bool (True = valid).
 
     Writes:
         - ``conf_matrix_gt``: ``(N, L, S)`` float, 1 at ground-truth matches.
@@ -116,6 +162,9 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
     Args:
         data: the batch dict; modified in place.
         config: the ``model`` config node (plain dict or DictConfig); reads ``resolution``.
+
+    Raises:
+        DataError: a batch that mixes datasets, or carries a homography and depth or pose.
     """
     _check_single_dataset(data)
     device = data["image0"].device
@@ -145,12 +194,7 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
         grid_pt1_i = grid_pt1_i * valid1[..., None]
 
     # Warp both ways; only the coordinates are used (docs/original.md#coarse-gt-4).
-    _, w_pt0_i = warp_kpts(
-        grid_pt0_i, data["depth0"], data["depth1"], data["T_0to1"], data["K0"], data["K1"]
-    )
-    _, w_pt1_i = warp_kpts(
-        grid_pt1_i, data["depth1"], data["depth0"], data["T_1to0"], data["K1"], data["K0"]
-    )
+    w_pt0_i, w_pt1_i = _warp_grids(data, grid_pt0_i, grid_pt1_i)
 
     # Nearest cell of the other image, off-grid -> 0 (docs/original.md#coarse-gt-5, steps 5-6).
     nearest_index1 = _nearest_cell(w_pt0_i / scale1, w1, h1)  # (N, L)

@@ -3,9 +3,10 @@
 Figures are built on matplotlib's object API with the Agg canvas (no pyplot state, safe in
 worker processes and headless runs): :func:`make_matching_figure` draws any coloured matches,
 :func:`make_evaluation_figure` colours a batch pair's matches by their epipolar error as the
-original's validation figures do, :func:`make_confidence_figure` colours matches by the model's
-confidence (for inference, where there is no ground truth), and :func:`figure_to_array` turns a
-figure into an ``(H, W, 3)`` uint8 image for W&B.
+original's validation figures do, :func:`make_homography_figure` by their reprojection error
+under the true homography (docs/homography.md#metrics), :func:`make_confidence_figure` colours
+matches by the model's confidence (for inference, where there is no ground truth), and
+:func:`figure_to_array` turns a figure into an ``(H, W, 3)`` uint8 image for W&B.
 
 Conventions: keypoints are ``(N, 2)`` pixel ``(x, y)`` in the drawn images; colours are
 ``(N, 4)`` RGBA floats in [0, 1]; epipolar errors are the squared normalised distances of
@@ -34,6 +35,7 @@ __all__ = [
     "figure_to_array",
     "make_confidence_figure",
     "make_evaluation_figure",
+    "make_homography_figure",
     "make_matching_figure",
 ]
 
@@ -91,15 +93,15 @@ def dynamic_alpha(n_matches: int) -> float:
 
 
 def error_colormap(err: Any, thr: float, alpha: float = 1.0) -> np.ndarray:
-    """RGBA per match from its epipolar error (docs/original.md#figures): green, yellow at ``thr``,
-    red at 2 thr.
+    """RGBA per match from its error (docs/original.md#figures): green, yellow at ``thr``, red at
+    2 thr.
 
     With ``x = 1 - clip(err / (2 thr), 0, 1)`` the colour is
     ``(clip(2 - 2x, 0, 1), clip(2x, 0, 1), 0, alpha)``.
 
     Args:
-        err: ``(N,)`` squared normalised epipolar errors.
-        thr: the correctness threshold (5e-4 ScanNet, 1e-4 MegaDepth).
+        err: ``(N,)`` errors: squared normalised epipolar errors, or reprojection errors in px.
+        thr: the correctness threshold (epipolar: 5e-4 ScanNet, 1e-4 MegaDepth).
         alpha: the opacity of every match.
 
     Returns:
@@ -281,21 +283,63 @@ def make_evaluation_figure(
     if epi_err_thr is None:
         names = data.get("dataset_name", ["ScanNet"])
         epi_err_thr = epi_err_threshold(str(names[b_id] if len(names) > b_id else names[0]))
+    return _error_figure(data, b_id, "epi_errs", epi_err_thr, f"{epi_err_thr:.2e}", alpha)
+
+
+def make_homography_figure(
+    data: dict[str, Any], b_id: int, precision_thr: float, alpha: str | float = "dynamic"
+) -> Figure:
+    """The validation figure of a homography pair: matches coloured by their reprojection error
+    under the true homography (docs/homography.md#metrics), green below ``precision_thr`` px,
+    yellow at it, red at twice it; the corner error of the estimated homography on top.
+
+    Reads what :func:`make_evaluation_figure` reads, with ``reproj_errs`` (``(M,)`` px of the
+    network input) and ``H_errs`` (per pair, px) in place of ``epi_errs``.
+
+    Args:
+        data: the batch after ``loftr.evaluation.homography.compute_homography_errors``.
+        b_id: index of the pair in the batch.
+        precision_thr: a match is correct below this reprojection error, px.
+        alpha: ``"dynamic"`` (by number of matches) or a fixed opacity.
+
+    Returns:
+        The figure.
+    """
+    error = float(data["H_errs"][b_id])
+    title = f"Corner error {error:.2f} px" if np.isfinite(error) else "Corner error: no homography"
+    return _error_figure(
+        data, b_id, "reproj_errs", precision_thr, f"{precision_thr:g}px", alpha, (title,)
+    )
+
+
+def _error_figure(
+    data: dict[str, Any],
+    b_id: int,
+    key: str,
+    thr: float,
+    label: str,
+    alpha: str | float,
+    title: Sequence[str] = (),
+) -> Figure:
+    """Pair ``b_id``'s matches coloured by the per-match errors ``data[key]`` against ``thr``,
+    with the match count, the precision and the recall against the ground-truth coarse matches
+    (``label`` names the threshold) under the ``title`` lines."""
     img0, img1, kpts0, kpts1, b_mask = _pair_matches(data, b_id)
-    epi_errs = _to_numpy(data["epi_errs"]).astype(np.float64)[b_mask]
-    correct = epi_errs < epi_err_thr
+    errors = _to_numpy(data[key]).astype(np.float64)[b_mask]
+    correct = errors < thr
     n_matches, n_correct = len(correct), int(correct.sum())
     precision = n_correct / n_matches if n_matches else 0.0
     opacity = dynamic_alpha(n_matches) if alpha == "dynamic" else float(alpha)
     text = [
+        *title,
         f"#Matches {n_matches}",
-        f"Precision({epi_err_thr:.2e}) ({100 * precision:.1f}%): {n_correct}/{n_matches}",
+        f"Precision({label}) ({100 * precision:.1f}%): {n_correct}/{n_matches}",
     ]
     if "conf_matrix_gt" in data:
         n_gt = int(_to_numpy(data["conf_matrix_gt"][b_id]).sum())
         recall = n_correct / n_gt if n_gt else 0.0
-        text.append(f"Recall({epi_err_thr:.2e}) ({100 * recall:.1f}%): {n_correct}/{n_gt}")
-    colours = error_colormap(epi_errs, epi_err_thr, opacity)
+        text.append(f"Recall({label}) ({100 * recall:.1f}%): {n_correct}/{n_gt}")
+    colours = error_colormap(errors, thr, opacity)
     return make_matching_figure(img0, img1, kpts0, kpts1, colours, text=text)
 
 

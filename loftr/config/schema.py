@@ -309,11 +309,23 @@ class OptimConf:
 
 
 @dataclass
+class HomographyEvalConf:
+    """The homography protocol of homography sets (loftr/evaluation/homography.py)."""
+
+    ransac_thr: Number = MISSING  # px of the network input
+    ransac_conf: Number = MISSING
+    ransac_max_iters: int = MISSING
+    max_matches: int = MISSING  # the top matches by confidence that the estimate uses
+    precision_thr: Number = MISSING  # px: a correct match's reprojection error
+
+
+@dataclass
 class EvalConf:
     epi_err_thr: Number = MISSING
     pose_estimator: str = MISSING  # evaluation.metrics.check_pose_estimator (poselib optional)
     ransac_pixel_thr: Number = MISSING
     ransac_conf: Number = MISSING
+    homography: HomographyEvalConf = field(default_factory=HomographyEvalConf)
 
 
 @dataclass

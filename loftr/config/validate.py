@@ -55,6 +55,11 @@ EVAL_RANGES = (
     ("eval.epi_err_thr", "positive"),
     ("eval.ransac_pixel_thr", "positive"),
     ("eval.ransac_conf", "probability"),
+    ("eval.homography.ransac_thr", "positive"),
+    ("eval.homography.ransac_conf", "probability"),
+    ("eval.homography.ransac_max_iters", "count"),
+    ("eval.homography.max_matches", "count"),
+    ("eval.homography.precision_thr", "positive"),
 )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "estimate_pose",
     "relative_pose_error",
     "symmetric_epipolar_distance",
+    "unique_pairs",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -462,6 +463,22 @@ def epidist_prec(errors_list: Sequence[ArrayLike], thr: float) -> float:
     return float(np.mean(precs)) if precs else 0.0
 
 
+def unique_pairs(identifiers: Sequence[str]) -> list[int]:
+    """The index of each distinct pair's last occurrence, in the order of first occurrences.
+
+    A pair seen several times (e.g. the padding of a distributed sampler) counts once, as the
+    original counts it (docs/original.md#metrics).
+
+    Example:
+        >>> unique_pairs(["a#b", "c#d", "a#b"])
+        [2, 1]
+    """
+    last_index: dict[str, int] = {}
+    for i, identifier in enumerate(identifiers):
+        last_index[identifier] = i  # an existing key keeps its first position
+    return list(last_index.values())
+
+
 def aggregate_metrics(
     metrics: Mapping[str, Sequence[Any]],
     epi_err_thr: float = 5e-4,
@@ -484,10 +501,7 @@ def aggregate_metrics(
         ``{"auc@5", "auc@10", "auc@20", f"prec@{epi_err_thr:.0e}"}`` (``prec@5e-04`` by
         default), as fractions.
     """
-    last_index: dict[str, int] = {}
-    for i, identifier in enumerate(metrics["identifiers"]):
-        last_index[identifier] = i  # an existing key keeps its first position
-    keep = list(last_index.values())
+    keep = unique_pairs(metrics["identifiers"])
     R_errs = np.asarray(metrics["R_errs"], dtype=np.float64)[keep]
     t_errs = np.asarray(metrics["t_errs"], dtype=np.float64)[keep]
     pose_errors = np.maximum(R_errs, t_errs)

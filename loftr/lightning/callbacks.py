@@ -22,8 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from loftr.evaluation.export import protocol_fields, write_metrics
 from loftr.evaluation.protocol import validation_protocols
 from loftr.lightning.checkpoints import LAST_CHECKPOINT, atomic_write
-from loftr.lightning.module import gather_objects
-from loftr.viz import figure_to_array, make_evaluation_figure
+from loftr.lightning.module import TOP_LEVEL_AUCS, gather_objects
+from loftr.viz import figure_to_array, make_evaluation_figure, make_homography_figure
 
 # what a scheduler or a user sends to stop a run: SLURM and submitit send SIGUSR1/2 before a
 # time limit, SIGTERM at preemption, scancel or the limit itself; Ctrl+C is SIGINT
@@ -211,22 +211,32 @@ def _mark_validation_begun(trainer: L.Trainer) -> None:
 
 
 class ValidationReport(L.Callback):
-    """Match figures coloured by epipolar error and a per-pair table, per validation set.
+    """Match figures coloured by epipolar error (homography sets: by reprojection error under the
+    true homography) and a per-pair table, per validation set.
 
     Figures go to W&B as images (`val_match_<set>/evaluation`) and, whatever the logger, as
     PNGs under `<run_dir>/figures/epoch=<e>/`; the table lists every pair with its scene,
-    overlap, number of matches, precision and pose errors (`val_pairs_<set>`).
+    overlap, number of matches, precision and pose errors (`val_pairs_<set>`); a homography
+    set's lists its scene, number of matches, precision and corner error.
     """
 
-    def __init__(self, run_dir: str | Path, n_pairs_to_plot: int, epi_err_thr: float) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        n_pairs_to_plot: int,
+        epi_err_thr: float,
+        precision_thr: float,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.n_pairs_to_plot = int(n_pairs_to_plot)
         self.epi_err_thr = float(epi_err_thr)
+        self.precision_thr = float(precision_thr)  # px, homography sets'
+        self._homography_sets: set[int] = set()
         self._figures: dict[int, list[tuple[str, np.ndarray]]] = {}
         self._rows: dict[int, list[list[Any]]] = {}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._figures, self._rows = {}, {}
+        self._figures, self._rows, self._homography_sets = {}, {}, set()
 
     def _plot_every(self, trainer: L.Trainer, dataloader_idx: int) -> int:
         n_batches = trainer.num_val_batches[dataloader_idx] if trainer.num_val_batches else 1
@@ -244,8 +254,24 @@ class ValidationReport(L.Callback):
     ) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
+        homography = "H_errs" in outputs
+        if homography:
+            self._homography_sets.add(dataloader_idx)
         rows = self._rows.setdefault(dataloader_idx, [])
         for b, identifier in enumerate(outputs["identifiers"]):
+            if homography:
+                errs = np.asarray(outputs["reproj_errs"][b])
+                precision = float((errs < self.precision_thr).mean()) if errs.size else 0.0
+                rows.append(
+                    [
+                        identifier,
+                        outputs["scene_id"][b],
+                        outputs["n_matches"][b],
+                        precision,
+                        float(outputs["H_errs"][b]),
+                    ]
+                )
+                continue
             errs = np.asarray(outputs["epi_errs"][b])
             precision = float((errs < self.epi_err_thr).mean()) if errs.size else 0.0
             overlap = batch.get("overlap_score")
@@ -266,7 +292,10 @@ class ValidationReport(L.Callback):
             and batch_idx % self._plot_every(trainer, dataloader_idx) == 0
             and len(figures) < self.n_pairs_to_plot
         ):
-            fig = make_evaluation_figure(batch, 0)
+            if homography:
+                fig = make_homography_figure(batch, 0, self.precision_thr)
+            else:
+                fig = make_evaluation_figure(batch, 0)
             figures.append((outputs["identifiers"][0], figure_to_array(fig)))
             plt.close(fig)
 
@@ -289,11 +318,11 @@ class ValidationReport(L.Callback):
                 )
         if wandb_logger is not None:
             for index, rows in self._rows.items():
-                wandb_logger.log_table(
-                    key=f"val_pairs_{names[index]}",
-                    columns=["pair", "scene", "overlap", "matches", "precision", "R_err", "t_err"],
-                    data=rows,
-                )
+                if index in self._homography_sets:
+                    columns = ["pair", "scene", "matches", "precision", "corner_err"]
+                else:
+                    columns = ["pair", "scene", "overlap", "matches", "precision", "R_err", "t_err"]
+                wandb_logger.log_table(key=f"val_pairs_{names[index]}", columns=columns, data=rows)
 
 
 class MetricsJson(L.Callback):
@@ -345,7 +374,7 @@ class MetricsJson(L.Callback):
             "step": trainer.global_step,
             "sets": pl_module.validation_results,
         }
-        for key in ("auc@5", "auc@10", "auc@20"):
+        for key in TOP_LEVEL_AUCS:
             if key in trainer.callback_metrics:
                 self.last[key] = float(trainer.callback_metrics[key])
         if self._is_better(self.last.get(self.monitor)):

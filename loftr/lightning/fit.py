@@ -19,6 +19,7 @@ from loftr.cli import command, group_choice, hydra_overrides, under_hydra
 from loftr.config import plain
 from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule
+from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import (
     LAST_CHECKPOINT,
@@ -92,7 +93,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [
         *configured,
         last,
-        ValidationReport(run_dir, cfg.logger.n_val_pairs_to_plot, cfg.eval.epi_err_thr),
+        ValidationReport(
+            run_dir,
+            cfg.logger.n_val_pairs_to_plot,
+            cfg.eval.epi_err_thr,
+            cfg.eval.homography.precision_thr,
+        ),
         MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
         ResumeGuard(run_dir, ckpt_path, config),
     ]
@@ -179,12 +185,19 @@ def resume_command(run_dir: Path) -> str:
 def train_command(cfg: DictConfig) -> float | None:
     """`python -m loftr.train`'s work: fit; exit as `report_stop` says when a signal stopped the
     run; else return the objective a sweeper optimises: the mean of `cfg.objective` (a
-    validation metric, e.g. `auc@10`) over the validation sets, None without a validation."""
+    validation metric, e.g. `auc@10`) over the validation sets that report it (a pose set has
+    no `auc@3`, a homography set no `auc@20`), None without a validation."""
     result = train(cfg)
     if result["stopped_by"]:
         report_stop(result, cfg.run_dir)
     metrics = result["metrics"]
-    return metrics and float(sum(m[cfg.objective] for m in metrics.values()) / len(metrics))
+    values = [m[cfg.objective] for m in metrics.values() if cfg.objective in m]
+    if metrics and not values:
+        keys = sorted({key for m in metrics.values() for key in m})
+        raise ConfigError(
+            f"objective={cfg.objective} is no validation metric; choose one of {keys}"
+        )
+    return float(sum(values) / len(values)) if values else None
 
 
 def report_stop(result: dict, run_dir: str) -> None:

@@ -1,5 +1,6 @@
 """The LightningModule: ground truth, LoFTR, losses and metrics in each step
-(docs/original.md#lightning-module)."""
+(docs/original.md#lightning-module); homography validation sets get homography metrics
+(docs/homography.md#validation)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import torch.distributed as dist
 from loftr.config import plain
 from loftr.data.skipping import SKIPPED_KEY
 from loftr.errors import DataError, NonFiniteError
+from loftr.evaluation.homography import (
+    aggregate_homography_metrics,
+    collect_homography_pair_metrics,
+    compute_homography_errors,
+)
 from loftr.evaluation.metrics import (
     aggregate_metrics,
     collect_pair_metrics,
@@ -26,9 +32,16 @@ from loftr.lightning.schedule import build_optimizer, lr_at, set_learning_rate
 from loftr.losses import LoFTRLoss
 from loftr.model import LoFTR, count_parameters, strip_prefix
 from loftr.model.config import normalised_model_config
-from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
+from loftr.supervision import (
+    carries_homography,
+    compute_supervision_coarse,
+    compute_supervision_fine,
+)
 
 log = logging.getLogger(__name__)
+
+# the top-level AUCs: each the mean over the sets that have it (docs/homography.md#validation)
+TOP_LEVEL_AUCS = ("auc@3", "auc@5", "auc@10", "auc@20")
 
 
 class LoFTRModule(L.LightningModule):
@@ -125,9 +138,13 @@ class LoFTRModule(L.LightningModule):
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
         self._supervised_forward(batch)
-        compute_symmetrical_epipolar_errors(batch)
-        compute_pose_errors(batch, self.eval_cfg)
-        pairs = collect_pair_metrics(batch)
+        if carries_homography(batch):  # no K or pose: the homography metrics
+            compute_homography_errors(batch, self.eval_cfg)
+            pairs = collect_homography_pair_metrics(batch)
+        else:
+            compute_symmetrical_epipolar_errors(batch)
+            compute_pose_errors(batch, self.eval_cfg)
+            pairs = collect_pair_metrics(batch)
         # validation batches hold one pair (docs/original.md#datamodule), so the batch losses are
         # per pair
         pairs["loss_scalars"] = [{k: float(v) for k, v in batch["loss_scalars"].items()}] * batch[
@@ -150,20 +167,30 @@ class LoFTRModule(L.LightningModule):
             pairs = merge_pair_lists(gather_objects(self._val_outputs.get(index, [])))
             if not pairs["identifiers"]:
                 continue
-            metrics = aggregate_metrics(pairs, epi_err_thr=float(self.eval_cfg["epi_err_thr"]))
+            metrics = self._aggregate(pairs)
             unique = {ident: i for i, ident in enumerate(pairs["identifiers"])}.values()
             losses = [pairs["loss_scalars"][i] for i in unique]
             avg_losses = {k: float(np.mean([s[k] for s in losses])) for k in losses[0]}
             per_set[name] = {**metrics, **avg_losses, "n_pairs": len(losses)}
             logged.update({f"metrics_{name}/{k}": v for k, v in metrics.items()})
             logged.update({f"val_{name}/avg_{k}": v for k, v in avg_losses.items()})
-        if per_set:
-            # the checkpoint monitors the mean over validation sets
-            for key in ("auc@5", "auc@10", "auc@20"):
-                logged[key] = float(np.mean([m[key] for m in per_set.values()]))
+        # the checkpoint monitors the mean over validation sets of each set's own AUC (pose or
+        # corner error); a threshold only some sets have is the mean over those
+        for key in TOP_LEVEL_AUCS:
+            values = [m[key] for m in per_set.values() if key in m]
+            if values:
+                logged[key] = float(np.mean(values))
         # identical on every rank after the gather: the mean over ranks changes nothing
         self.log_dict(logged, sync_dist=True)
         self.validation_results = per_set
+
+    def _aggregate(self, pairs: dict[str, list[Any]]) -> dict[str, float]:
+        """A set's numbers: corner-error AUC and reprojection precision for a homography set,
+        pose AUC and epipolar precision otherwise."""
+        if "H_errs" in pairs:
+            precision_thr = float(self.eval_cfg["homography"]["precision_thr"])
+            return aggregate_homography_metrics(pairs, precision_thr)
+        return aggregate_metrics(pairs, epi_err_thr=float(self.eval_cfg["epi_err_thr"]))
 
     # ------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -138,18 +138,17 @@ def compute_supervision_coarse(data: dict[str, Any], config: Mapping[str, Any]) 
     Every coarse cell's corner ``(8x, 8y)`` is taken to original image pixels (per-axis
     ``scale0``/``scale1`` when present), padded cells are moved to pixel (0, 0), both grids are
     warped into the other image (by ``H_0to1``/``H_1to0`` when the batch carries them, else by
-    depth and pose), rounded to the nearest coarse cell (off-grid -> cell 0), and a
-    cell pair ``(i, j)`` is a match when the warps agree both ways (mutual cycle check). Cell 0 of
-    image 0 is never a match. The warp's validity mask is ignored on purpose
+    depth and pose), rounded to the nearest coarse cell (off-grid -> cell 0), and a cell pair
+    ``(i, j)`` is a match when the warps agree both ways (mutual cycle check). Cell 0 of image 0
+    is never a match. The warp's validity mask is ignored on purpose
     (docs/original.md#coarse-gt-4).
 
     Reads ``image0`` ``(N, 1, H0, W0)``, ``image1`` ``(N, 1, H1, W1)`` (only their sizes),
     ``depth0`` ``(N, H0', W0')`` / ``depth1`` metres at original resolution, ``K0``/``K1``
     ``(N, 3, 3)``, ``T_0to1``/``T_1to0`` ``(N, 4, 4)`` (or, instead of depth, intrinsics and
     pose, ``H_0to1``/``H_1to0`` ``(N, 3, 3)`` between original pixels, docs/homography.md#contract)
-    and the optional ``scale0``/``scale1``
-    ``(N, 2)`` = ``[w_orig / w_in, h_orig / h_in]`` and ``mask0``/``mask1`` ``(N, H0/8, W0/8)``
-    bool (True = valid).
+    and the optional ``scale0``/``scale1`` ``(N, 2)`` = ``[w_orig / w_in, h_orig / h_in]`` and
+    ``mask0``/``mask1`` ``(N, H0/8, W0/8)`` bool (True = valid).
 
     Writes:
         - ``conf_matrix_gt``: ``(N, L, S)`` float, 1 at ground-truth matches.

@@ -91,7 +91,9 @@ def check_test_set(dataset: Mapping[str, Any]) -> None:
 
 
 class LoFTRDataModule(L.LightningDataModule):
-    """ScanNet / MegaDepth loaders as the original LoFTR builds them (docs/original.md#datamodule).
+    """The loaders of any data source, built as the original LoFTR builds ScanNet and MegaDepth's
+    (docs/original.md#datamodule); each source's datasets come from its builder
+    (:mod:`loftr.data.sources`).
 
     Loaders: train uses ``batch_size``, ``num_workers``, ``pin_memory`` and the
     :class:`RandomConcatSampler` (exposed as :attr:`train_sampler`); validation and test use a

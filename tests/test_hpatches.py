@@ -26,7 +26,7 @@ from loftr.data.synthetic.cache import read_manifest
 from loftr.errors import ConfigError, DataError
 from loftr.evaluation.homography import input_frame_homography
 from loftr.evaluation.protocol import hpatches_protocol
-from loftr.evaluation.testing import evaluate
+from loftr.evaluation.testing import HOMOGRAPHY_COLUMNS, evaluate
 from loftr.model import LoFTR
 from loftr.model.config import normalised_model_config
 from tests.helpers import ROOT
@@ -456,3 +456,27 @@ def test_homography_validation_sets_have_homography_protocols(tmp_path):
     fields = {"name": "h", "val_sets": {name: protocol_fields(protocol)}}
     path = write_metrics(tmp_path, "train", {**fields, "last": record, "best": record})
     assert read_metrics(path)["val_sets"][name]["protocol_key"] == protocol.key()
+
+
+def test_an_hpatches_evaluation_logs_its_kinds_pairs_and_figures_to_wandb(tmp_path):
+    from loftr.lightning.loggers import log_evaluation
+    from tests.helpers.wandb_records import history_rows, offline_run_file
+
+    cfg = compose_cfg("evaluate", "ckpt_path=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
+    figure = tmp_path / "pair-0.png"
+    cv2.imwrite(str(figure), np.zeros((8, 8, 3), np.uint8))
+    row = ["v_a/1.ppm#v_a/2.ppm", "v_a", "viewpoint", 2, 10, 8, None, 0.5]
+    result = {
+        "metrics": {"auc@3": 0.5, "auc@5": 0.6, "auc@10": 0.7, "prec@3px": 0.5},
+        "subsets": {"viewpoint": {"auc@3": 0.25, "n_pairs": 1}},
+        "rows": [row],
+        "columns": HOMOGRAPHY_COLUMNS,
+        "figures": [("v_a 1-2 (viewpoint)", figure)],
+        "protocol_key": "k",
+    }
+    log_evaluation(cfg, result)
+    rows = history_rows(offline_run_file(tmp_path))
+    logged = {k: v for r in rows for k, v in r.items()}
+    assert logged["test/auc@3"] == 0.5 and logged["test_viewpoint/auc@3"] == 0.25
+    assert logged["test_pairs/ncols"] == 8 and logged["test_pairs/nrows"] == 1
+    assert logged["test_match/evaluation/count"] == 1

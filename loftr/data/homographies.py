@@ -291,7 +291,7 @@ class HomographyPairs(Dataset):
     """``length`` pairs of one photograph; item ``i`` is drawn by the generator of
     ``(seed, stream, photo_seed(name), i)`` (module docstring).
 
-    Items follow the homography batch contract (docs/homographies.md#batch): ``image0``,
+    Items follow the homography batch contract (docs/homography.md#contract): ``image0``,
     ``image1`` ``(1, h, w)`` float32 in [0, 1]; ``H_0to1`` ``(3, 3)`` float32 and ``H_1to0``;
     ``dataset_name`` ``"Homographies"``, ``scene_id`` (the photograph's name), ``pair_id``
     (``i``) and ``pair_names``.

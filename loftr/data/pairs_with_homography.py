@@ -75,7 +75,7 @@ def read_pair_list(list_path: str | Path, root: str | Path) -> list[tuple[str, s
 
 
 class PairsWithHomography(Dataset):
-    """The pairs of one list file, as homography batch items (docs/homographies.md#batch).
+    """The pairs of one list file, as homography batch items (docs/homography.md#contract).
 
     Items: ``image0``/``image1`` ``(1, s, s)`` float32 (``(1, h', w')`` unpadded), ``H_0to1``
     ``(3, 3)`` float32 between the stored images and ``H_1to0``, ``scale0``/``scale1`` ``(2,)``,

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from experiments import collect as collector
+from loftr.data import homographies
 from loftr.data import hpatches as hp
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.data.photos import HELDOUT_PHOTOS, TRAIN_PHOTOS
@@ -26,7 +27,7 @@ from loftr.data.synthetic.cache import read_manifest
 from loftr.errors import ConfigError, DataError
 from loftr.evaluation.homography import input_frame_homography
 from loftr.evaluation.protocol import hpatches_protocol
-from loftr.evaluation.testing import evaluate
+from loftr.evaluation.testing import HOMOGRAPHY_COLUMNS, evaluate
 from loftr.model import LoFTR
 from loftr.model.config import normalised_model_config
 from tests.helpers import ROOT
@@ -44,13 +45,13 @@ def heldout(tmp_path_factory) -> Path:
 def _release(root: Path, sequences: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> Path:
     """An HPatches-layout folder: per sequence image 1 and the homographies of images 2..6,
     image k being image 1 warped by H_1_k (no photometric change)."""
-    for name, (grey, homographies) in sequences.items():
+    for name, (grey, warps) in sequences.items():
         image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)  # the release's images are colour
         folder = root / hp.RELEASE_FOLDER / name
         folder.mkdir(parents=True)
         h, w = image.shape[:2]
         cv2.imwrite(str(folder / "1.ppm"), image)
-        for k, H in zip(hp.TARGETS, homographies, strict=True):
+        for k, H in zip(hp.TARGETS, warps, strict=True):
             cv2.imwrite(str(folder / f"{k}.ppm"), cv2.warpPerspective(image, H, (w, h)))
             np.savetxt(folder / f"H_1_{k}", H)
     return root
@@ -212,15 +213,16 @@ def test_heldout_warps_never_fold_keep_half_the_image_and_grow_in_strength(heldo
     shift = {"illumination": [], "viewpoint": []}
     for name in dataset.sequences:
         w, h = cv2.imread(str(dataset.folder / name / "1.ppm")).shape[1::-1]
-        corners = gen._corners(w, h)
         per_k = []
         for k in hp.TARGETS:
             H = hp.read_homography(dataset.folder / name / f"H_1_{k}")
+            assert not homographies.folds(H, w, h)
+            assert homographies.visible_share(H, w, h) >= gen.MIN_VISIBLE
+            corners = homographies.corners(w, h)
             mapped = cv2.perspectiveTransform(corners[None], H)[0]
-            assert gen._convex(mapped) and gen.covered_share(H, w, h) >= gen.MIN_COVERED
             per_k.append(np.linalg.norm(mapped - corners, axis=1).max())
         shift[str(hp.sequence_kind(name))].append(per_k)
-    assert np.max(shift["illumination"]) <= np.sqrt(2) + 1e-3  # corners move a pixel at most
+    assert 0 < np.max(shift["illumination"]) <= np.sqrt(2) + 1e-3  # a pixel at most
     viewpoint = np.mean(shift["viewpoint"], axis=0)
     assert viewpoint[-1] > 2 * viewpoint[0] > 0
 
@@ -456,3 +458,27 @@ def test_homography_validation_sets_have_homography_protocols(tmp_path):
     fields = {"name": "h", "val_sets": {name: protocol_fields(protocol)}}
     path = write_metrics(tmp_path, "train", {**fields, "last": record, "best": record})
     assert read_metrics(path)["val_sets"][name]["protocol_key"] == protocol.key()
+
+
+def test_an_hpatches_evaluation_logs_its_kinds_pairs_and_figures_to_wandb(tmp_path):
+    from loftr.lightning.loggers import log_evaluation
+    from tests.helpers.wandb_records import history_rows, offline_run_file
+
+    cfg = compose_cfg("evaluate", "ckpt_path=unused.ckpt", "logger=wandb", f"run_dir={tmp_path}")
+    figure = tmp_path / "pair-0.png"
+    cv2.imwrite(str(figure), np.zeros((8, 8, 3), np.uint8))
+    row = ["v_a/1.ppm#v_a/2.ppm", "v_a", "viewpoint", 2, 10, 8, None, 0.5]
+    result = {
+        "metrics": {"auc@3": 0.5, "auc@5": 0.6, "auc@10": 0.7, "prec@3px": 0.5},
+        "subsets": {"viewpoint": {"auc@3": 0.25, "n_pairs": 1}},
+        "rows": [row],
+        "columns": HOMOGRAPHY_COLUMNS,
+        "figures": [("v_a 1-2 (viewpoint)", figure)],
+        "protocol_key": "k",
+    }
+    log_evaluation(cfg, result)
+    rows = history_rows(offline_run_file(tmp_path))
+    logged = {k: v for r in rows for k, v in r.items()}
+    assert logged["test/auc@3"] == 0.5 and logged["test_viewpoint/auc@3"] == 0.25
+    assert logged["test_pairs/ncols"] == 8 and logged["test_pairs/nrows"] == 1
+    assert logged["test_match/evaluation/count"] == 1

@@ -4,16 +4,18 @@ For each photograph of ``HELDOUT_PHOTOS`` (``loftr.data.photos``; never a synthe
 training image) two sequences are written exactly as the real release stores them (``1.ppm`` ..
 ``6.ppm``, ``H_1_2`` .. ``H_1_6``, :mod:`loftr.data.hpatches`):
 
-- ``i_<photo>``: illumination changes (gain, gamma, colour cast, a brightness ramp across the
-  image, noise) under homographies within a pixel of the identity, as a fixed camera gives;
+- ``i_<photo>``: illumination changes of growing strength (gamma, contrast and brightness, a
+  colour cast, a brightness ramp across the image) under shifts of at most a pixel, as the fixed
+  camera of a real illumination sequence gives;
 - ``v_<photo>``: viewpoint changes: five homographies of growing strength (rotation up to 25
-  degrees, scale up to 1.4x either way, corners moved by up to 12 % of the shorter side, a
-  shift), with mild photometric changes.
+  degrees, zoom up to 1.4x either way, a tilt and a shift), with mild photometric changes.
 
-Image k is image 1 (the photograph) relit and warped by ``H_1_k`` with OpenCV's
-``warpPerspective`` (black outside the photograph), the size of image 1. Every warp keeps its
-quadrilateral convex (no folding) and at least half of image k covered by the photograph.
-Everything is drawn from ``seed``; the set is generated once by
+The warps and the photometric changes are those of ``dataset=homographies``
+(:func:`loftr.data.homographies.draw_homography`, ``photometric_change``), with the limits
+above. Image k is image 1 (the photograph) changed and warped by ``H_1_k`` with OpenCV's
+``warpPerspective`` (black outside the photograph), the size of image 1, with sensor noise; no
+warp folds the image and each keeps at least half of image 1 inside image k. Everything is
+drawn from ``seed``, each sequence from its own stream; the set is generated once by
 :func:`loftr.data.synthetic.cache.ensure_generated` and reused while its manifest matches.
 """
 
@@ -30,6 +32,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from loftr.data.homographies import (
+    PhotometricLimits,
+    WarpLimits,
+    draw_homography,
+    photometric_change,
+)
 from loftr.data.hpatches import RELEASE_FOLDER, TARGETS, homography_name, image_name
 from loftr.data.photos import HELDOUT_PHOTOS, load_photo
 from loftr.data.synthetic.cache import MANIFEST_NAME, ensure_generated
@@ -37,90 +45,82 @@ from loftr.errors import DataError
 
 GENERATOR = "loftr.data.synthetic.hpatches"
 #: Bump when the generated content changes, so that cached sets are regenerated.
-VERSION = 1
-#: The least share of image k that the warped photograph must cover.
-MIN_COVERED = 0.5
-_MAX_TRIES = 100
+VERSION = 2
+#: The least share of image 1 that must land inside image k.
+MIN_VISIBLE = 0.5
 
 
-def _corners(w: int, h: int) -> np.ndarray:
-    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+def viewpoint_limits(grade: float) -> WarpLimits:
+    """The warp of a viewpoint pair of ``grade`` in (0, 1]: every range grows with it."""
+    return WarpLimits(
+        max_angle=25.0 * grade,
+        scale=(1.4**-grade, 1.4**grade),
+        max_perspective=0.1 * grade,
+        max_translation=0.1 * grade,
+        min_visible=MIN_VISIBLE,
+    )
 
 
-def _convex(quad: np.ndarray) -> bool:
-    """Whether a quadrilateral's corners turn the same way at every corner (no fold)."""
-    edges = np.roll(quad, -1, axis=0) - quad
-    following = np.roll(edges, -1, axis=0)
-    turns = edges[:, 0] * following[:, 1] - edges[:, 1] * following[:, 0]
-    return bool((turns > 0).all() or (turns < 0).all())
-
-
-def covered_share(H: np.ndarray, w: int, h: int) -> float:
-    """The share of a ``w`` x ``h`` image k that image 1 covers once warped by ``H``."""
-    ones = np.ones((h, w), np.uint8)
-    return float(cv2.warpPerspective(ones, H, (w, h), flags=cv2.INTER_NEAREST).mean())
-
-
-def sample_homography(rng: np.random.Generator, w: int, h: int, strength: float) -> np.ndarray:
-    """A homography of image 1's pixels of the given ``strength`` (0: identity-close, 1: the
-    strongest viewpoint change), convex and covering at least ``MIN_COVERED`` of image k.
-
-    The four corners are rotated and scaled about the image centre, moved one by one and shifted;
-    ``strength`` scales every range. At ``strength`` 0 the corners move by at most one pixel.
-    """
-    src = _corners(w, h)
-    centre = np.array([(w - 1) / 2, (h - 1) / 2])
-    short = min(w, h)
-    for _ in range(_MAX_TRIES):
-        angle = math.radians(25.0 * strength * rng.uniform(-1, 1))
-        scale = math.exp(math.log(1.4) * strength * rng.uniform(-1, 1))
-        rotation = scale * np.array(
-            [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]
-        )
-        jitter = rng.uniform(-1, 1, (4, 2)) * max(1.0, 0.12 * strength * short)
-        shift = rng.uniform(-1, 1, 2) * 0.06 * strength * short
-        dst = (src - centre) @ rotation.T + centre + jitter + shift
-        H = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
-        H = H / H[2, 2]
-        if _convex(dst) and covered_share(H, w, h) >= MIN_COVERED:
-            return H
-    raise DataError(f"no homography of strength {strength} keeps {MIN_COVERED} of {w}x{h} covered")
+def illumination_limits(w: int, h: int) -> WarpLimits:
+    """The warp of an illumination pair: a shift of at most a pixel per axis."""
+    return WarpLimits(
+        max_angle=0.0,
+        scale=(1.0, 1.0),
+        max_perspective=0.0,
+        max_translation=2.0 / max(w, h),
+        min_visible=MIN_VISIBLE,
+    )
 
 
 def relight(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """``image`` (uint8, RGB) under another illumination: gain, gamma, a colour cast and a
-    brightness ramp whose ranges grow with ``strength`` (0..1)."""
+    """``image`` (float32 RGB in [0, 1]) under another illumination of ``strength`` (0..1): the
+    gamma, contrast and brightness changes of :func:`loftr.data.homographies.photometric_change`
+    (gamma and contrast up to 1.8x either way at full strength), then what a change of light
+    adds: a colour cast and a brightness ramp across the image."""
+    limits = PhotometricLimits(
+        brightness=0.15 * strength,
+        contrast=(1.8**-strength, 1.8**strength),
+        gamma=(1.8**-strength, 1.8**strength),
+        noise=0.0,
+        blur=0.0,
+        image0=0.0,
+    )
     h, w = image.shape[:2]
-    gain = math.exp(math.log(1.8) * strength * rng.uniform(-1, 1))
-    gamma = math.exp(math.log(1.8) * strength * rng.uniform(-1, 1))
     cast = 1.0 + 0.15 * strength * rng.uniform(-1, 1, 3)
     direction = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    ramp = (xs / max(w - 1, 1) - 0.5) * math.cos(direction) + (ys / max(h - 1, 1) - 0.5) * (
-        math.sin(direction)
-    )
-    lit = (image.astype(np.float64) / 255.0) ** gamma
-    lit = lit * gain * cast[None, None, :] * (1.0 + 0.6 * strength * ramp)[..., None]
-    return np.clip(lit * 255.0, 0, 255).astype(np.uint8)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (xs / max(w - 1, 1) - 0.5) * math.cos(direction)
+    ramp += (ys / max(h - 1, 1) - 0.5) * math.sin(direction)
+    lit = photometric_change(image, rng, limits) * cast.astype(np.float32)
+    return np.clip(lit * (1.0 + 0.6 * strength * ramp)[..., None], 0.0, 1.0)
+
+
+#: The mild photometric change of a viewpoint pair.
+VIEWPOINT_PHOTOMETRIC = PhotometricLimits(
+    brightness=0.05, contrast=(0.9, 1.1), gamma=(0.9, 1.1), noise=0.0, blur=0.0, image0=0.0
+)
+#: The standard deviation of the sensor noise added to images 2..6 (intensities in [0, 1]).
+NOISE = 2.0 / 255.0
 
 
 def _sequence(
     photo: np.ndarray, rng: np.random.Generator, kind: str
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images 2..6 and the homographies ``H_1_k`` of one sequence of ``kind`` (``i`` / ``v``)."""
+    """Images 2..6 (uint8 RGB) and the homographies ``H_1_k`` of one sequence of ``kind``."""
     h, w = photo.shape[:2]
+    image = photo.astype(np.float32) / 255.0
     images, homographies = [], []
     for k in TARGETS:
         grade = (k - 1) / len(TARGETS)  # 0.2 .. 1.0
         if kind == "i":
-            H = sample_homography(rng, w, h, 0.0)
-            lit = relight(photo, rng, 0.5 + 0.5 * grade)
+            H, _ = draw_homography(rng, w, h, illumination_limits(w, h))
+            lit = relight(image, rng, 0.5 + 0.5 * grade)
         else:
-            H = sample_homography(rng, w, h, grade)
-            lit = relight(photo, rng, 0.15)
+            H, _ = draw_homography(rng, w, h, viewpoint_limits(grade))
+            lit = photometric_change(image, rng, VIEWPOINT_PHOTOMETRIC)
         warped = cv2.warpPerspective(lit, H, (w, h), flags=cv2.INTER_LINEAR)
-        noisy = warped.astype(np.float64) + rng.normal(0.0, 2.0, warped.shape)
-        images.append(np.clip(noisy, 0, 255).astype(np.uint8))
+        noisy = warped + rng.normal(0.0, NOISE, warped.shape).astype(np.float32)
+        images.append(np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.uint8))
         homographies.append(H)
     return images, homographies
 

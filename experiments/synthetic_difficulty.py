@@ -32,7 +32,8 @@ from omegaconf import OmegaConf
 from loftr.data.scene_info import load_scene_info
 from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
 from loftr.data.synthetic.render import relative_pose, reproject
-from loftr.evaluation.metrics import error_auc, estimate_pose, relative_pose_error
+from loftr.evaluation.aggregate import error_auc
+from loftr.evaluation.metrics import estimate_pose, relative_pose_error
 
 EVAL_PROTOCOL = Path(__file__).resolve().parents[1] / "conf" / "eval" / "ransac.yaml"
 NOISE_PX = (0.0, 1.0, 2.0)

@@ -12,14 +12,13 @@ import torch
 from kornia.metrics import auc_from_errors
 
 from loftr.errors import ConfigError
+from loftr.evaluation.aggregate import epidist_prec, error_auc
 from loftr.evaluation.metrics import (
     ESTIMATORS,
     aggregate_metrics,
     collect_pair_metrics,
     compute_pose_errors,
     compute_symmetrical_epipolar_errors,
-    epidist_prec,
-    error_auc,
     estimate_pose,
     relative_pose_error,
     symmetric_epipolar_distance,

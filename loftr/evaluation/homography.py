@@ -7,7 +7,7 @@ matcher saw (docs/homography.md#frame): the matches and the true homography are 
 homography is estimated from the top ``max_matches`` matches by confidence with OpenCV's RANSAC,
 and its error is the mean distance of image 0's four corners mapped by the estimate and by the
 truth. Failures (fewer than 4 matches, a degenerate or non-finite estimate) get an infinite error,
-which the AUC counts as never recalled. The AUC is :func:`loftr.evaluation.metrics.error_auc`, the
+which the AUC counts as never recalled. The AUC is :func:`loftr.evaluation.aggregate.error_auc`, the
 same recall-curve area as the pose AUC, at :data:`CORNER_THRESHOLDS` pixels.
 
 Conventions: keypoints are ``(N, 2)`` pixel ``(x, y)``; homographies are ``(3, 3)`` and map
@@ -22,15 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from loftr.evaluation.metrics import (
-    ArrayLike,
-    _eval_value,
-    _to_numpy,
-    _to_tensor,
-    epidist_prec,
-    error_auc,
-    unique_pairs,
-)
+from loftr.evaluation.aggregate import ArrayLike, epidist_prec, error_auc, to_numpy, unique_pairs
+from loftr.evaluation.metrics import _eval_value, _to_tensor
 from loftr.geometry import warp_points_homography
 
 __all__ = [
@@ -110,7 +103,7 @@ def estimate_homography(
         OpenCV finds none or a non-finite one: a failure, counted as an infinite error), and the
         ``(N,)`` boolean inlier mask (all False on failure).
     """
-    kpts0_np, kpts1_np = _to_numpy(kpts0).reshape(-1, 2), _to_numpy(kpts1).reshape(-1, 2)
+    kpts0_np, kpts1_np = to_numpy(kpts0).reshape(-1, 2), to_numpy(kpts1).reshape(-1, 2)
     no_inliers = np.zeros(len(kpts0_np), dtype=bool)
     if len(kpts0_np) < MIN_MATCHES:
         return None, no_inliers
@@ -143,7 +136,7 @@ def reprojection_errors(kpts0: ArrayLike, kpts1: ArrayLike, H: ArrayLike) -> np.
         >>> reprojection_errors(np.array([[1.0, 1.0]]), np.array([[4.0, 5.0]]), np.eye(3))
         array([5.])
     """
-    kpts1_np = _to_numpy(kpts1).reshape(-1, 2)
+    kpts1_np = to_numpy(kpts1).reshape(-1, 2)
     with np.errstate(invalid="ignore"):
         errors = np.linalg.norm(_project(kpts0, H) - kpts1_np, axis=1)
     return np.where(np.isfinite(errors), errors, np.inf)
@@ -171,10 +164,10 @@ def input_frame_homography(
                [0., 4., 0.],
                [0., 0., 1.]])
     """
-    H = _to_numpy(H_0to1)
+    H = to_numpy(H_0to1)
     ones = np.ones(H.shape[:-2] + (1,))
-    s0 = np.concatenate([_to_numpy(scale0), ones], -1) if scale0 is not None else ones
-    s1 = np.concatenate([_to_numpy(scale1), ones], -1) if scale1 is not None else ones
+    s0 = np.concatenate([to_numpy(scale0), ones], -1) if scale0 is not None else ones
+    s1 = np.concatenate([to_numpy(scale1), ones], -1) if scale1 is not None else ones
     # (S1^-1 H S0)[r, c] = H[r, c] * s0[c] / s1[r]
     return H * s0[..., None, :] / s1[..., :, None]
 
@@ -193,7 +186,7 @@ def _input_size(data: Mapping[str, Any], b: int) -> tuple[int, int]:
 
 
 def _per_item(data: Mapping[str, Any], key: str, b: int) -> np.ndarray | None:
-    return _to_numpy(data[key][b]) if key in data else None
+    return to_numpy(data[key][b]) if key in data else None
 
 
 def compute_homography_errors(data: dict[str, Any], eval_cfg: Mapping[str, Any]) -> None:
@@ -217,9 +210,9 @@ def compute_homography_errors(data: dict[str, Any], eval_cfg: Mapping[str, Any])
             ``ransac_conf``, ``ransac_max_iters`` and ``max_matches``.
     """
     settings = _eval_value(eval_cfg, "homography")
-    m_bids = _to_numpy(data["m_bids"]).astype(np.int64)
-    mkpts0, mkpts1 = _to_numpy(data["mkpts0_f"]), _to_numpy(data["mkpts1_f"])
-    mconf = _to_numpy(data["mconf"]) if "mconf" in data else np.ones(len(m_bids))
+    m_bids = to_numpy(data["m_bids"]).astype(np.int64)
+    mkpts0, mkpts1 = to_numpy(data["mkpts0_f"]), to_numpy(data["mkpts1_f"])
+    mconf = to_numpy(data["mconf"]) if "mconf" in data else np.ones(len(m_bids))
     H_in = input_frame_homography(data["H_0to1"], data.get("scale0"), data.get("scale1"))
     reproj_errs = np.full(len(m_bids), np.inf)
     data.update({"H_errs": [], "H_est": [], "inliers": []})
@@ -252,7 +245,7 @@ def collect_homography_pair_metrics(data: Mapping[str, Any]) -> dict[str, list[A
         identifier ``"name0#name1"`` as for the pose metrics.
     """
     names0, names1 = data["pair_names"]
-    m_bids = _to_numpy(data["m_bids"])
+    m_bids = to_numpy(data["m_bids"])
     return {
         "identifiers": [f"{n0}#{n1}" for n0, n1 in zip(names0, names1, strict=True)],
         "reproj_errs": [data["reproj_errs"][m_bids == b] for b in range(len(names0))],
@@ -274,7 +267,7 @@ def aggregate_homography_metrics(
     """Set numbers from per-pair homography metrics: corner-error AUC and match precision.
 
     Pairs are deduplicated by identifier as for the pose metrics
-    (:func:`loftr.evaluation.metrics.unique_pairs`).
+    (:func:`loftr.evaluation.aggregate.unique_pairs`).
 
     Args:
         metrics: lists over pairs: ``identifiers``, ``H_errs`` (px, ``inf`` for failures),

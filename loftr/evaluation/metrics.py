@@ -14,7 +14,7 @@ angles are in degrees; epipolar errors are squared distances in normalised camer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -24,6 +24,7 @@ from kornia.geometry.epipolar import essential_from_Rt, symmetrical_epipolar_dis
 from kornia.metrics import angle_error_mat, angle_error_vec
 
 from loftr.errors import ConfigError
+from loftr.evaluation.aggregate import ArrayLike, epidist_prec, error_auc, to_numpy, unique_pairs
 
 __all__ = [
     "ESTIMATORS",
@@ -31,25 +32,12 @@ __all__ = [
     "collect_pair_metrics",
     "compute_pose_errors",
     "compute_symmetrical_epipolar_errors",
-    "epidist_prec",
-    "error_auc",
     "estimate_pose",
     "relative_pose_error",
     "symmetric_epipolar_distance",
-    "unique_pairs",
 ]
 
-ArrayLike = np.ndarray | torch.Tensor
 PoseEstimate = tuple[np.ndarray, np.ndarray, np.ndarray]
-# numpy 2 renamed trapz to trapezoid; the rule is the same.
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
-
-
-def _to_numpy(x: ArrayLike | Sequence[float]) -> np.ndarray:
-    """A float64 numpy copy of a tensor or array (the original evaluates in numpy float64)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def _to_tensor(x: ArrayLike | Sequence[float]) -> torch.Tensor:
@@ -283,10 +271,10 @@ def estimate_pose(
         ConfigError: an unknown estimator name, or poselib asked for but not installed.
     """
     check_pose_estimator(method)
-    kpts0_np, kpts1_np = _to_numpy(kpts0), _to_numpy(kpts1)
+    kpts0_np, kpts1_np = to_numpy(kpts0), to_numpy(kpts1)
     if len(kpts0_np) < 5:
         return None
-    K0_np, K1_np = _to_numpy(K0), _to_numpy(K1)
+    K0_np, K1_np = to_numpy(K0), to_numpy(K1)
     if method == "poselib":
         return _estimate_pose_poselib(kpts0_np, kpts1_np, K0_np, K1_np, thresh, conf)
     cv_method = cv2.RANSAC if method == "RANSAC" else cv2.USAC_MAGSAC
@@ -349,10 +337,10 @@ def compute_pose_errors(data: dict[str, Any], config: Mapping[str, Any]) -> None
     conf = float(_eval_value(config, "ransac_conf"))
     method = str(_eval_value(config, "pose_estimator"))
     m_bids = data["m_bids"]
-    mkpts0 = _to_numpy(data["mkpts0_f"])
-    mkpts1 = _to_numpy(data["mkpts1_f"])
+    mkpts0 = to_numpy(data["mkpts0_f"])
+    mkpts1 = to_numpy(data["mkpts1_f"])
     m_bids_np = m_bids.detach().cpu().numpy() if isinstance(m_bids, torch.Tensor) else m_bids
-    K0, K1, T_0to1 = _to_numpy(data["K0"]), _to_numpy(data["K1"]), _to_numpy(data["T_0to1"])
+    K0, K1, T_0to1 = to_numpy(data["K0"]), to_numpy(data["K1"]), to_numpy(data["T_0to1"])
     data.update({"R_errs": [], "t_errs": [], "inliers": []})
     for b in range(K0.shape[0]):
         mask = m_bids_np == b
@@ -389,7 +377,7 @@ def collect_pair_metrics(data: dict[str, Any]) -> dict[str, list[Any]]:
     epi_errs = data["epi_errs"]
     return {
         "identifiers": [f"{n0}#{n1}" for n0, n1 in zip(names0, names1, strict=True)],
-        "epi_errs": [_to_numpy(epi_errs[m_bids == b]) for b in range(len(names0))],
+        "epi_errs": [to_numpy(epi_errs[m_bids == b]) for b in range(len(names0))],
         "R_errs": list(data["R_errs"]),
         "t_errs": list(data["t_errs"]),
         "inliers": list(data["inliers"]),
@@ -399,84 +387,6 @@ def collect_pair_metrics(data: dict[str, Any]) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------------------------
 # Aggregation over a test set
 # --------------------------------------------------------------------------------------------
-
-
-def error_auc(
-    errors: Iterable[float] | np.ndarray, thresholds: Sequence[float] = (5, 10, 20)
-) -> dict[str, float]:
-    """Area under the recall-vs-error curve up to each threshold: SuperGlue's protocol
-    (docs/original.md#metrics).
-
-    The sorted errors, with a 0 prepended, are the x of a curve whose y is the recall
-    ``linspace(0, 1, n + 1)``; the curve is cut at the threshold (held flat from the last error
-    below it) and its trapezoid area divided by the threshold. Infinite errors (failures) are
-    never recalled. Unlike the original, ``thresholds`` is honoured; the default gives its
-    numbers.
-
-    Args:
-        errors: per-pair pose errors in degrees (``max(R_err, t_err)``), ``inf`` for failures.
-        thresholds: positive thresholds in degrees.
-
-    Returns:
-        ``{"auc@5": ..., "auc@10": ..., "auc@20": ...}`` as fractions in [0, 1] (the key prints
-        the threshold with ``:g``).
-
-    Example:
-        >>> error_auc([0.0, 10.0], thresholds=(5,))  # one perfect pair, one beyond 5 degrees
-        {'auc@5': 0.5}
-    """
-    errs = np.sort(np.asarray(list(errors), dtype=np.float64))
-    if errs.size == 0:
-        return {f"auc@{thr:g}": 0.0 for thr in thresholds}
-    errs = np.concatenate([[0.0], errs])
-    recall = np.linspace(0.0, 1.0, len(errs))
-    aucs: dict[str, float] = {}
-    for thr in thresholds:
-        if thr <= 0:
-            raise ConfigError(f"AUC thresholds must be positive degrees; got {thr}.")
-        k = int(np.searchsorted(errs, thr))  # first error >= thr; k >= 1 since errs[0] = 0
-        x = np.concatenate([errs[:k], [thr]])
-        y = np.concatenate([recall[:k], [recall[k - 1]]])
-        aucs[f"auc@{thr:g}"] = float(_trapezoid(y, x) / thr)
-    return aucs
-
-
-def epidist_prec(errors_list: Sequence[ArrayLike], thr: float) -> float:
-    """Mean over pairs of the fraction of matches with epipolar error below ``thr``
-    (docs/original.md#metrics).
-
-    Args:
-        errors_list: per pair, the ``(M_i,)`` squared epipolar errors of its matches.
-        thr: threshold on the squared normalised error (5e-4 in the paper protocol).
-
-    Returns:
-        The mean precision in [0, 1]; a pair without matches counts as 0, no pairs give 0.
-
-    Example:
-        >>> epidist_prec([np.array([1e-4, 1e-3]), np.array([])], 5e-4)
-        0.25
-    """
-    precs = []
-    for errs in errors_list:
-        errs_np = _to_numpy(errs)
-        precs.append(float(np.mean(errs_np < thr)) if errs_np.size > 0 else 0.0)
-    return float(np.mean(precs)) if precs else 0.0
-
-
-def unique_pairs(identifiers: Sequence[str]) -> list[int]:
-    """The index of each distinct pair's last occurrence, in the order of first occurrences.
-
-    A pair seen several times (e.g. the padding of a distributed sampler) counts once, as the
-    original counts it (docs/original.md#metrics).
-
-    Example:
-        >>> unique_pairs(["a#b", "c#d", "a#b"])
-        [2, 1]
-    """
-    last_index: dict[str, int] = {}
-    for i, identifier in enumerate(identifiers):
-        last_index[identifier] = i  # an existing key keeps its first position
-    return list(last_index.values())
 
 
 def aggregate_metrics(

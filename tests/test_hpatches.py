@@ -20,6 +20,7 @@ from experiments import collect as collector
 from loftr.data import homographies
 from loftr.data import hpatches as hp
 from loftr.data.datamodule import LoFTRDataModule
+from loftr.data.io import read_homography
 from loftr.data.photos import HELDOUT_PHOTOS, TRAIN_PHOTOS
 from loftr.data.setup import main as setup_main
 from loftr.data.synthetic import hpatches as gen
@@ -215,7 +216,7 @@ def test_heldout_warps_never_fold_keep_half_the_image_and_grow_in_strength(heldo
         w, h = cv2.imread(str(dataset.folder / name / "1.ppm")).shape[1::-1]
         per_k = []
         for k in hp.TARGETS:
-            H = hp.read_homography(dataset.folder / name / f"H_1_{k}")
+            H = read_homography(dataset.folder / name / f"H_1_{k}")
             assert not homographies.folds(H, w, h)
             assert homographies.visible_share(H, w, h) >= gen.MIN_VISIBLE
             corners = homographies.corners(w, h)

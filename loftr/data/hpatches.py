@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from loftr.data.io import check_dir, check_file, check_matrix, read_gray
+from loftr.data.io import check_dir, read_gray, read_homography
 from loftr.data.layout import setup_hint
 from loftr.data.source import Config, Source, required
 from loftr.errors import ConfigError, DataError
@@ -94,20 +94,6 @@ def input_size(w: int, h: int, shorter_side: int = 480, df: int = 8) -> tuple[in
     scale = shorter_side / min(w, h)
     w_new, h_new = int(round(w * scale)), int(round(h * scale))
     return w_new // df * df, h_new // df * df
-
-
-def read_homography(path: str | os.PathLike) -> np.ndarray:
-    """A 3x3 homography file of the release as float64.
-
-    Raises:
-        DataError: the file is missing, or does not hold 9 finite numbers of an invertible matrix.
-    """
-    p = check_file(path, "homography file")
-    try:
-        values = np.loadtxt(p, dtype=np.float64)
-    except ValueError as err:
-        raise DataError(f"homography file {p} is corrupt ({err})") from err
-    return check_matrix(values, f"homography file {p}")
 
 
 def release_folder(root: str | os.PathLike, hint: str | None = None) -> Path:

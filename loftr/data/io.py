@@ -233,24 +233,41 @@ def check_depth(depth: np.ndarray, path: PathLike) -> np.ndarray:
     return depth
 
 
-def read_pose(path: PathLike) -> np.ndarray:
-    """Read a 4x4 pose matrix from a whitespace-delimited text file.
+def read_matrix_file(
+    path: PathLike, what: str, shape: tuple[int, int] = (3, 3), where: str | None = None
+) -> np.ndarray:
+    """A matrix stored as whitespace-delimited text (``#`` comments allowed), checked.
 
     Args:
-        path: a text file with 4 rows of 4 numbers (ScanNet: camera-to-world).
+        path: the text file.
+        what: what it holds, for the messages (``"pose file"``, ``"homography file"``).
+        shape: the expected shape.
+        where: a prefix naming what pointed to the file (a list file and line), if anything.
 
     Returns:
-        ``(4, 4)`` float64 array, as stored (no inversion).
+        The ``shape`` float64 array, as stored (no inversion).
 
     Raises:
-        DataError: the file is missing, or does not hold 16 finite numbers of an invertible matrix.
+        DataError: the file is missing, is not a text matrix, or does not hold ``prod(shape)``
+            finite numbers of an invertible matrix.
     """
-    p = check_file(path, "pose file")
+    label = f"{where}: {what}" if where else what
+    p = check_file(path, label)
     try:
-        pose = np.loadtxt(p, dtype=np.float64)
+        values = np.loadtxt(p, dtype=np.float64, comments="#", ndmin=1)
     except ValueError as err:
-        raise DataError(f"pose file {p} is corrupt ({err})") from err
-    return check_matrix(pose, f"pose file {p}", (4, 4))
+        raise DataError(f"{label} {p} is not a text matrix ({err})") from err
+    return check_matrix(values, f"{label} {p}", shape)
+
+
+def read_pose(path: PathLike) -> np.ndarray:
+    """A 4x4 pose matrix from a text file (ScanNet: camera-to-world), as stored."""
+    return read_matrix_file(path, "pose file", (4, 4))
+
+
+def read_homography(path: PathLike, where: str | None = None) -> np.ndarray:
+    """A 3x3 homography from a text file (HPatches' ``H_1_k``, a user's pair list), as stored."""
+    return read_matrix_file(path, "homography file", (3, 3), where)
 
 
 def read_list(path: PathLike, hint: str | None = None) -> list[str]:

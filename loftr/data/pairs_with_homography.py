@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from loftr.data.io import check_file, check_matrix
+from loftr.data.io import check_file, read_homography
 from loftr.data.megadepth import coarse_mask, read_megadepth_gray
 from loftr.data.source import (
     Source,
@@ -36,16 +36,6 @@ from loftr.data.source import (
 from loftr.errors import ConfigError, DataError
 
 DATASET_NAME = "PairsWithHomography"
-
-
-def read_homography(path: Path, where: str) -> np.ndarray:
-    """The 3x3 matrix of a text file; DataError starting with ``where`` (list file and line)."""
-    check_file(path, f"{where}: homography file")
-    try:
-        values = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=1)
-    except ValueError as err:
-        raise DataError(f"{where}: homography file {path} is not a text matrix ({err})") from err
-    return check_matrix(values, f"{where}: homography file {path}")
 
 
 def read_pair_list(list_path: str | Path, root: str | Path) -> list[tuple[str, str, np.ndarray]]:

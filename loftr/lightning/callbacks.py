@@ -277,9 +277,9 @@ class ValidationReport(L.Callback):
             return
         names = pl_module.val_set_names
         wandb_logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        before = trainer.state.fn == "validate"  # the untrained model, validate_before_training
+        when = "before_training" if before else f"epoch={trainer.current_epoch}"
         for index, figures in self._figures.items():
-            when = "before_training" if trainer.state.fn == "validate" else None
-            when = when or f"epoch={trainer.current_epoch}"
             folder = self.run_dir / "figures" / when / names[index]
             folder.mkdir(parents=True, exist_ok=True)
             for i, (_, image) in enumerate(figures):

@@ -350,6 +350,7 @@ class EvaluateConf:
     # what a debug overlay sets for training; an evaluation does not read them
     trainer: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
+    validate_before_training: bool | None = None
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_resume_with_other_training_values_is_refused_naming_the_keys(tmp_path, 
     last = run_dir / "checkpoints" / "last.ckpt"
     with pytest.raises(
         CheckpointError,
-        match=r"model\.match_coarse\.sparse_spvs: False -> True; optim\.canonical_lr: 0\.006 -> "
+        match=r"model\.match_coarse\.sparse_spvs: False -> True; optim\.canonical_lr: 0\.001 -> "
         r"0\.01; optim\.lr: .*resume_allow_changes=\[model\.match_coarse\.sparse_spvs,"
         r"optim\.canonical_lr,optim\.lr\]",
     ):

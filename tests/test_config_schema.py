@@ -135,7 +135,7 @@ def test_a_choice_reads_as_its_string():
     assert json.dumps({"a": attention}) == '{"a": "linear"}'
     out = plain(cfg)
     assert type(out["model"]["coarse"]["attention"]) is str
-    assert type(out["precision"]) is str and out["optim"]["lr"] == pytest.approx(6e-3 / 64)
+    assert type(out["precision"]) is str and out["optim"]["lr"] == pytest.approx(1e-3)
 
 
 def test_the_package_registers_resolvers_and_schemas_without_torch():

@@ -227,6 +227,23 @@ def test_table6_variants_build_with_their_parameter_counts(model, backbone, coar
         assert counts["total"] == 11_561_457  # docs/original.md#state-dict: 11,561,456 + bin_score
 
 
+def test_the_default_model_is_the_paper_layout_at_half_width():
+    cfg = compose_cfg("train", "matcher=ot")
+    assert cfg.model == compose_cfg("train", "model=loftr_small", "matcher=ot").model
+    counts = parameter_counts(cfg.model)
+    assert counts["loftr_coarse"] == 8 * _encoder_layer(128)
+    assert counts["loftr_fine"] == 2 * _encoder_layer(64)
+    # the coarse feature projected 128 -> 64, then [fine, coarse] 2 x 64 -> 64, each with a bias
+    assert counts["fine_preprocess"] == 2 * (128 * 64 + 64)
+    assert counts["total"] == 2_874_305  # experiments/README.md's table
+    # the paper model stays one override away, and its recipes name it
+    paper = parameter_counts(compose_cfg("train", "model=loftr", "matcher=ot").model)
+    assert paper["total"] == 11_561_457
+    for name in ("indoor_ds", "outdoor_ot", "ablation_supervision", "ablation_batch_size"):
+        model = compose_experiment(name).model
+        assert (model.resnetfpn.block_dims, model.coarse.d_model) == ([128, 196, 256], 256), name
+
+
 def test_conv_block_has_exactly_a_loftr_layer_s_parameters():
     from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 

@@ -180,7 +180,7 @@ def test_cfg_job_prints_the_composed_config():
         text=True,
     ).stdout
     assert "match_type: sinkhorn" in out and "sparse_spvs: true" in out
-    assert "lr: 9.375e-05" in out  # 6e-3 x 1 / 64 on one CPU
+    assert "lr: 0.001" in out  # optim=small: 1e-3 x 1 / 1 on one CPU
 
 
 def test_unknown_group_option_names_the_group():

@@ -378,6 +378,7 @@ class TrainConf:
     run_dir: str | None = MISSING
     name: str = MISSING
     objective: str = MISSING  # a validation metric, e.g. auc@10
+    validate_before_training: bool = MISSING
     paper_table: str | None = None  # the experiments' row of experiments/paper_numbers.yaml
     # evaluate keys that the eval_* experiments set; declared so that such an experiment composes
     # into a training run, which then refuses it naming the evaluate command
@@ -413,6 +414,7 @@ class EvaluateConf:
     # what a debug overlay sets for training; an evaluation does not read them
     trainer: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
+    validate_before_training: bool | None = None
 
 
 @dataclass

@@ -215,7 +215,8 @@ class ValidationReport(L.Callback):
     true homography) and a per-pair table, per validation set.
 
     Figures go to W&B as images (`val_match_<set>/evaluation`) and, whatever the logger, as
-    PNGs under `<run_dir>/figures/epoch=<e>/`; the table lists every pair with its scene,
+    PNGs under `<run_dir>/figures/epoch=<e>/` (`figures/before_training/` for the validation of
+    the untrained model, `validate_before_training`); the table lists every pair with its scene,
     overlap, number of matches, precision and pose errors (`val_pairs_<set>`); a homography
     set's lists its scene, number of matches, precision and corner error.
     """
@@ -305,8 +306,10 @@ class ValidationReport(L.Callback):
             return
         names = pl_module.val_set_names
         wandb_logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        before = trainer.state.fn == "validate"  # the untrained model, validate_before_training
+        when = "before_training" if before else f"epoch={trainer.current_epoch}"
         for index, figures in self._figures.items():
-            folder = self.run_dir / "figures" / f"epoch={trainer.current_epoch}" / names[index]
+            folder = self.run_dir / "figures" / when / names[index]
             folder.mkdir(parents=True, exist_ok=True)
             for i, (_, image) in enumerate(figures):
                 atomic_write(folder / f"pair-{i}.png", partial(plt.imsave, arr=image, format="png"))
@@ -327,7 +330,11 @@ class ValidationReport(L.Callback):
 
 class MetricsJson(L.Callback):
     """`<run_dir>/metrics.json` (`loftr.evaluation.export`, docs/run_directory.md#metrics-json):
-    last and best validation metrics, every validation set's protocol and key settings.
+    first, last and best validation metrics, every validation set's protocol and key settings.
+
+    `first` is the run's first validation: of the untrained model when the run validates before
+    training (`validate_before_training`, which is never `last` nor `best`), else its first
+    epoch's; the run's closing report prints it beside `last`.
 
     Sweeps and the results collector read it without W&B; it is rewritten after every
     validation, so a killed run still has its numbers.
@@ -339,20 +346,22 @@ class MetricsJson(L.Callback):
         self.run_dir = Path(run_dir)
         self.summary = summary
         self.monitor, self.mode = monitor, mode
+        self.first: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
         self.best: dict[str, Any] | None = None
         self.val_sets: dict[str, Any] = {}
         self.start = time.time()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last": self.last, "best": self.best}
+        return {"first": self.first, "last": self.last, "best": self.best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last, self.best = state_dict.get("last"), state_dict.get("best")
+        self.first = state_dict.get("first", self.first)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # the sets' names and protocols, from the files the run validates on (rank 0 writes)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not self.val_sets:
             protocols = validation_protocols(pl_module.hparams["config"])
             self.val_sets = {name: protocol_fields(p) for name, p in protocols.items()}
 
@@ -369,16 +378,19 @@ class MetricsJson(L.Callback):
         # after the module's epoch-end hook, which aggregates the metrics
         if trainer.sanity_checking or not pl_module.validation_results:
             return
-        self.last = {
+        record = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "sets": pl_module.validation_results,
         }
         for key in TOP_LEVEL_AUCS:
             if key in trainer.callback_metrics:
-                self.last[key] = float(trainer.callback_metrics[key])
-        if self._is_better(self.last.get(self.monitor)):
-            self.best = self.last
+                record[key] = float(trainer.callback_metrics[key])
+        self.first = self.first or record
+        if trainer.state.fn == "fit":  # not the validation before training
+            self.last = record
+            if self._is_better(record.get(self.monitor)):
+                self.best = record
         self.write(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -394,6 +406,7 @@ class MetricsJson(L.Callback):
         content = {
             **self.summary,
             "val_sets": self.val_sets,
+            "first": self.first,
             "last": self.last,
             "best": self.best,
             "global_step": trainer.global_step,

@@ -4,6 +4,7 @@ result (the exit code of a stopped run, the sweep objective)."""
 
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from loftr.lightning.checkpoints import (
     remove_leftovers,
     resolve_ckpt_path,
 )
+from loftr.lightning.curves import CURVES_FILE, LearningCurves
 from loftr.lightning.loggers import build_logger
 from loftr.lightning.module import LoFTRModule
 from loftr.lightning.schedule import true_batch_size
@@ -90,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     last = LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps)
+    metrics_json = MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode)
     callbacks = [
         *configured,
         last,
@@ -99,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.eval.epi_err_thr,
             cfg.eval.homography.precision_thr,
         ),
-        MetricsJson(run_dir, summary, cfg.checkpoint.monitor, cfg.checkpoint.mode),
+        metrics_json,
+        LearningCurves(run_dir),
         ResumeGuard(run_dir, ckpt_path, config),
     ]
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
@@ -112,6 +116,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             {"parameters": summary["parameters"]}, allow_val_change=True
         )
     try:
+        if cfg.validate_before_training and ckpt_path is None:  # a fresh start: the "before"
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(
             module,
             datamodule=datamodule,
@@ -122,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if last.stopped_by is None:  # not a stop of ours: keep Lightning's meaning
             raise
     finally:
-        report_run(run_dir, best, logger, trainer)
+        report_run(run_dir, best, logger, trainer, metrics_json)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
         if trainer.is_global_zero:
@@ -140,19 +146,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def report_run(
-    run_dir: Path, best: ModelCheckpoint | None, logger: Logger | bool, trainer: L.Trainer
+    run_dir: Path,
+    best: ModelCheckpoint | None,
+    logger: Logger | bool,
+    trainer: L.Trainer,
+    metrics_json: MetricsJson | None = None,
 ) -> None:
-    """Print where the run's outputs are, how to sync an offline W&B run, and the commands that
-    evaluate and resume it, ready to paste (only for checkpoints that exist)."""
+    """Print the first and the last validation's numbers, where the run's outputs are, how to
+    sync an offline W&B run, and the commands that evaluate and resume it, ready to paste (only
+    for checkpoints that exist)."""
     if not trainer.is_global_zero:
         return
     last = run_dir / "checkpoints" / LAST_CHECKPOINT
     best_path = best and best.best_model_path
     best_path = best_path if best_path and Path(best_path).is_file() else None
-    lines = [f"run directory : {run_dir}"]
+    lines = before_after(metrics_json.first, metrics_json.last) if metrics_json else []
+    lines.append(f"run directory : {run_dir}")
     lines.append(f"best checkpoint: {best_path or '(none saved)'}")
     lines.append(f"last checkpoint: {last if last.is_file() else '(none saved)'}")
     lines.append(f"metrics       : {run_dir / 'metrics.json'}")
+    if (run_dir / CURVES_FILE).is_file():
+        lines.append(f"curves        : {run_dir / CURVES_FILE}")
     if isinstance(logger, WandbLogger):
         wandb_dir = Path(logger.experiment.dir).parent
         lines.append(f"W&B files     : {wandb_dir}")
@@ -163,6 +177,32 @@ def report_run(
     if under_hydra() and last.is_file():
         lines.append(f"resume        : {resume_command(run_dir)}")
     rank_zero_info("\n".join(lines))
+
+
+def before_after(first: dict[str, Any] | None, last: dict[str, Any] | None) -> list[str]:
+    """Lines comparing two validations of `metrics.json` (`first` and `last` records): per set,
+    each AUC and the precision, in %, from the first to the last; none when there are not two.
+
+    >>> first = {"step": 0, "sets": {"val": {"auc@5": 0.0, "auc@10": 0.01, "prec@5e-04": 0.2}}}
+    >>> last = {"step": 90, "sets": {"val": {"auc@5": 0.25, "auc@10": 0.5, "prec@5e-04": 0.8}}}
+    >>> print("\\n".join(before_after(first, last)))
+    first validation (step 0) -> last (step 90):
+      val: AUC@5 0.0 -> 25.0 %, AUC@10 1.0 -> 50.0 %, precision@5e-04 20.0 -> 80.0 %
+    """
+    if not first or not last or first["step"] == last["step"]:
+        return []
+    lines = [f"first validation (step {first['step']}) -> last (step {last['step']}):"]
+    for name, after in last["sets"].items():
+        before = first["sets"].get(name, {})
+        aucs = sorted((k for k in after if k.startswith("auc@")), key=lambda k: float(k[4:]))
+        precisions = [k for k in after if k.startswith("prec@")]
+        parts = [
+            f"{k.replace('auc', 'AUC').replace('prec', 'precision')} "
+            f"{100 * before.get(k, math.nan):.1f} -> {100 * after[k]:.1f} %"
+            for k in aucs + precisions
+        ]
+        lines.append(f"  {name}: " + ", ".join(parts))
+    return lines
 
 
 def evaluate_command(ckpt: str | Path) -> str:

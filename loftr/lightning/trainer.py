@@ -36,6 +36,7 @@ from loftr.config import plain
 from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import AtomicCheckpointIO, ResumeGuard
+from loftr.lightning.curves import LearningCurves
 
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 TRAINER_OWN_KEYS = {"max_consecutive_nonfinite", "max_skipped_pairs"}
@@ -77,6 +78,7 @@ GUARANTEED_CALLBACKS = {
     MetricsJson: "metrics.json",
     ResumeGuard: "the resume checks",
     ValidationReport: "the validation figures and tables",
+    LearningCurves: "the learning-curve plot",
 }
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 

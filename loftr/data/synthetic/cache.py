@@ -30,7 +30,7 @@ MANIFEST_NAME = "synthetic_manifest.json"
 FORMATS = ("scannet", "megadepth")
 
 #: Default sizes per format: many short scenes rather than a few long ones, so that a run sees
-#: many rooms and plazas (the default run draws one pair per scene and epoch). ScanNet: about
+#: many rooms and plazas (the default run draws three pairs per scene and epoch). ScanNet: about
 #: 150 MiB; MegaDepth: about 330 MiB (float32 depth at 0.5-0.75 Mpx). More scenes are one size
 #: away (``--train-scenes 300``); tests pass tinier sizes.
 DEFAULT_SIZES: dict[str, dict[str, int]] = {

@@ -4,6 +4,7 @@ registry that serves it: determinism, resume, the warp bounds, exactness, the ph
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
+from loftr.config import plain
 from loftr.config.schema import DataSource
 from loftr.config.validate import validate
 from loftr.data.datamodule import LoFTRDataModule, check_dataset_config
@@ -32,6 +34,7 @@ from loftr.data.homographies import (
 from loftr.data.photos import HELDOUT_PHOTOS, TRAIN_PHOTOS
 from loftr.data.sources import SOURCES
 from loftr.errors import ConfigError, DataError
+from loftr.lightning.fit import evaluate_command
 from tests.helpers import ROOT
 from tests.helpers.compose import compose_cfg, compose_fast
 from tests.helpers.runs import train_fast
@@ -332,3 +335,13 @@ def test_a_fast_training_run_on_homographies_validates_with_homography_metrics(t
     for name in ("auc@3", "auc@5", "auc@10"):
         assert f"metrics_heldout_photos/{name}" in logged
     assert {"auc@5", "auc@10"} <= logged
+    # the top-k checkpoints are named by the AUCs a homography validation reports
+    names = [p.name for p in (result["run_dir"] / "checkpoints").glob("epoch*.ckpt")]
+    assert names and all(
+        re.fullmatch(r"epoch0-auc3_[\d.]+-auc5_[\d.]+-auc10_[\d.]+\.ckpt", n) for n in names
+    )
+    # and the printed evaluate command tests them where this source is tested
+    command = evaluate_command(
+        "run/last.ckpt", plain(compose_cfg("train", "dataset=homographies").dataset)
+    )
+    assert "dataset=hpatches_heldout" in command and "dataset=homographies" not in command

@@ -161,7 +161,21 @@ def run_id(time_format: str) -> str:
     return datetime.now().strftime(time_format)
 
 
+#: The data sources whose pairs are related by a homography: their validation reports the
+#: corner-error AUC@3/5/10 (docs/homography.md#validation), the others the pose AUC@5/10/20.
+HOMOGRAPHY_SOURCES = ("Homographies", "PairsWithHomography", "HPatches")
+
+
+def checkpoint_filename(source: Any) -> str:
+    """The top-k checkpoints' file name (`${loftr.checkpoint_filename:SOURCE}`): the epoch and the
+    AUCs the validation of `source` reports. No `=` or `@`: `ckpt_path=<path>` must parse as a
+    Hydra override unquoted."""
+    thresholds = (3, 5, 10) if str(source) in HOMOGRAPHY_SOURCES else (5, 10, 20)
+    return "epoch{epoch}-" + "-".join(f"auc{t}_{{auc@{t}:.3f}}" for t in thresholds)
+
+
 RESOLVERS = {
+    "loftr.checkpoint_filename": (checkpoint_filename, False),
     "loftr.true_bs": (true_batch_size, False),
     "loftr.scaled_lr": (_resolve_scaled_lr, False),
     "loftr.scaled_warmup_steps": (_resolve_scaled_warmup_steps, False),

@@ -78,15 +78,28 @@ def set_names(dataset: Mapping[str, Any], split: str) -> list[str]:
     return source(str(name)).set_names(dataset, split)
 
 
+def test_instead(dataset: Mapping[str, Any]) -> str | None:
+    """The ``dataset`` choice that tests models trained on ``dataset`` when it has no test set of
+    its own (``dataset=homographies``: ``hpatches_heldout``), else None."""
+    if set_names(dataset, "test"):
+        return None
+    trainval = dataset.get("trainval_data_source")
+    return source(str(trainval)).test_instead if trainval is not None else None
+
+
 def check_test_set(dataset: Mapping[str, Any]) -> None:
     """ConfigError, saying where to test instead, for a ``dataset`` node without a test set."""
     if set_names(dataset, "test"):
         return
-    trainval = dataset.get("trainval_data_source")
-    hint = source(str(trainval)).no_test if trainval is not None else None
+    instead = test_instead(dataset)
     raise ConfigError(
         f"dataset {dataset.get('name')} has no test set (dataset.test_list_path is null)"
-        + (f"; {hint}" if hint else "")
+        + (
+            f"; its models are tested on dataset={instead}: python -m loftr.evaluate "
+            f"dataset={instead} ckpt_path=PATH"
+            if instead
+            else ""
+        )
     )
 
 

@@ -444,15 +444,11 @@ def _set_names(config: Mapping[str, Any], split: str) -> list[str]:
     return ["heldout_photos" if node["val_root"] is None else Path(node["val_root"]).name]
 
 
-NO_TEST = (
-    "its held-out photographs are tested as an HPatches-layout folder made from them: "
-    "python -m loftr.evaluate dataset=hpatches_heldout ckpt_path=PATH"
-)
 SOURCE = Source(
     _train_scenes,
     _train_datasets,
     _eval_sets,
     _set_names,
-    no_test=NO_TEST,
+    test_instead="hpatches_heldout",  # the held-out photographs in the HPatches layout
     check=check_homographies_config,
 )

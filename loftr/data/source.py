@@ -63,7 +63,8 @@ class Source:
             test (``test``) set.
         set_names: ``(config, split) -> names``: a name per set of ``eval_sets``, known from the
             config alone (metric keys carry it).
-        no_test: where to test instead, for a source without a test set (None: it has one).
+        test_instead: the ``dataset`` choice (conf/dataset) that tests this source's models, for
+            a source without a test set of its own (None: it has one).
         check: ``(config) -> None``: ConfigError naming the key for settings the source cannot
             follow (``check_dataset_config`` calls it before any work).
     """
@@ -72,5 +73,5 @@ class Source:
     train_datasets: Callable[[Config, Sequence[str], int], list[Dataset]]
     eval_sets: Callable[[Config, str, int], list[Dataset]]
     set_names: Callable[[Config, str], list[str]] = list_set_names
-    no_test: str | None = None
+    test_instead: str | None = None
     check: Callable[[Config], None] = lambda config: None

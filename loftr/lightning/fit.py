@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 from loftr.cli import command, group_choice, hydra_overrides, under_hydra
 from loftr.config import plain
 from loftr.config.validate import validate
-from loftr.data.datamodule import LoFTRDataModule
+from loftr.data.datamodule import LoFTRDataModule, test_instead
 from loftr.errors import ConfigError
 from loftr.lightning.callbacks import LastCheckpoint, MetricsJson, ValidationReport
 from loftr.lightning.checkpoints import (
@@ -128,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if last.stopped_by is None:  # not a stop of ours: keep Lightning's meaning
             raise
     finally:
-        report_run(run_dir, best, logger, trainer, metrics_json)
+        report_run(run_dir, best, logger, trainer, config["dataset"], metrics_json)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
         if trainer.is_global_zero:
@@ -150,6 +151,7 @@ def report_run(
     best: ModelCheckpoint | None,
     logger: Logger | bool,
     trainer: L.Trainer,
+    dataset: Mapping[str, Any],
     metrics_json: MetricsJson | None = None,
 ) -> None:
     """Print the first and the last validation's numbers, where the run's outputs are, how to
@@ -173,7 +175,7 @@ def report_run(
         if logger.experiment.settings.mode == "offline":
             lines.append(f"sync to W&B   : wandb sync {wandb_dir}")
     if under_hydra() and (best_path or last.is_file()):  # the commands are the command line's
-        lines.append(f"evaluate      : {evaluate_command(best_path or last)}")
+        lines.append(f"evaluate      : {evaluate_command(best_path or last, dataset)}")
     if under_hydra() and last.is_file():
         lines.append(f"resume        : {resume_command(run_dir)}")
     rank_zero_info("\n".join(lines))
@@ -205,14 +207,20 @@ def before_after(first: dict[str, Any] | None, last: dict[str, Any] | None) -> l
     return lines
 
 
-def evaluate_command(ckpt: str | Path) -> str:
+def evaluate_command(ckpt: str | Path, dataset: Mapping[str, Any]) -> str:
     """`python -m loftr.evaluate` of a checkpoint on this run's dataset, as the run was started:
-    its `dataset` and `debug` choices and `dataset.*` overrides (the model comes from `ckpt`)."""
+    its `dataset` and `debug` choices and `dataset.*` overrides (the model comes from `ckpt`);
+    for a dataset without a test set, the dataset its source is tested on instead
+    (`dataset=homographies`: `dataset=hpatches_heldout`)."""
     args = [f"ckpt_path={ckpt}"]
-    for group in ("dataset", "debug"):
+    instead = test_instead(dataset)
+    if instead:
+        args.append(f"dataset={instead}")
+    for group in ("debug",) if instead else ("dataset", "debug"):
         if choice := group_choice(group, ""):
             args.append(choice)
-    args += [o for o in hydra_overrides() if o.startswith("dataset.")]
+    if not instead:
+        args += [o for o in hydra_overrides() if o.startswith("dataset.")]
     return command("loftr.evaluate", args)
 
 

@@ -255,7 +255,8 @@ def test_checkpoint_of_other_shapes_names_keys_and_shapes_alike(tmp_path, fast_c
         entry: entry_error(entry, fast_ckpt, tmp_path / entry, layers, "model_from_ckpt=false")
         for entry in ("evaluate", "match")
     }
-    messages["train"] = entry_error("train", fast_ckpt, tmp_path / "train", layers)
+    # training's default is the reduced model: the paper model by name, as evaluate's default
+    messages["train"] = entry_error("train", fast_ckpt, tmp_path / "train", layers, "model=loftr")
     assert len(set(messages.values())) == 1, messages
     message = messages["train"]
     assert "\n" not in message and len(message) < 600

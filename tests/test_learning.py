@@ -117,7 +117,7 @@ def test_a_fresh_run_validates_the_untrained_model_first_and_reports_both(tmp_pa
     assert (document["first"]["step"], document["last"]["step"]) == (0, 8)
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_brief_training_of_the_reduced_model_lifts_the_held_out_numbers(tmp_path):
     """The default run's first epoch (108 steps of `model=loftr_small` at 320x240 on the synthetic
     indoor scenes, `optim=small`) against the untrained model, on the 30 held-out pairs. Seed 66

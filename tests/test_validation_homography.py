@@ -116,7 +116,8 @@ def test_a_homography_set_logs_corner_auc_precision_and_the_monitor_key(module, 
     assert "val_homographies/avg_loss" in logged
     results = module.validation_results["homographies"]
     assert results["n_pairs"] == 3 and HOMOGRAPHY_KEYS <= set(results)
-    assert (tmp_path / "figures" / "epoch=0" / "homographies" / "pair-0.png").is_file()
+    # a validation outside fit is the one before training (validate_before_training)
+    assert (tmp_path / "figures" / "before_training" / "homographies" / "pair-0.png").is_file()
 
 
 def test_a_pose_set_beside_a_homography_set_is_unchanged(module):

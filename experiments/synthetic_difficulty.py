@@ -29,9 +29,9 @@ import h5py
 import numpy as np
 from omegaconf import OmegaConf
 
+from loftr.data.covisibility import relative_pose, reproject
 from loftr.data.scene_info import load_scene_info
 from loftr.data.synthetic import FORMATS, ensure_synthetic, read_manifest
-from loftr.data.synthetic.render import relative_pose, reproject
 from loftr.evaluation.aggregate import error_auc
 from loftr.evaluation.metrics import estimate_pose, relative_pose_error
 

@@ -39,12 +39,14 @@ The package, in the order a set is made:
 - ``textures``: the texture bank (photograph crops and procedural patterns, mip-mapped);
 - ``scenes``: scene geometry, rooms and plazas made of textured rectangles, with occluders;
 - ``cameras``: camera paths through them and the MegaDepth-like intrinsics;
-- ``render``: the rasteriser (image and exact depth) and the co-visibility of a pair;
+- ``render``: the rasteriser (image and exact depth); pairs are scored by
+  ``loftr.data.covisibility``;
 - ``writers``: the ScanNet- and MegaDepth-format writers;
 - ``cache``: sizes, the manifest and ``ensure_synthetic`` (temporary folder, then rename);
 - ``__main__``: the CLI, ``python -m loftr.data.synthetic --help``.
 """
 
+from loftr.data.covisibility import Covisibility, covisibility, overlap_score, relative_pose
 from loftr.data.synthetic.cache import (
     DEFAULT_SIZES,
     FORMATS,
@@ -57,14 +59,7 @@ from loftr.data.synthetic.cache import (
     resolve_sizes,
 )
 from loftr.data.synthetic.cameras import MEGADEPTH_IMAGE_SIZES, camera_pose, megadepth_intrinsics
-from loftr.data.synthetic.render import (
-    Covisibility,
-    RenderedView,
-    covisibility,
-    overlap_score,
-    relative_pose,
-    render_view,
-)
+from loftr.data.synthetic.render import RenderedView, render_view
 from loftr.data.synthetic.scenes import Scene, indoor_scene, outdoor_scene
 from loftr.data.synthetic.textures import TextureBank, make_texture_bank
 from loftr.data.synthetic.writers import (

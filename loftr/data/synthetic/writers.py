@@ -24,19 +24,14 @@ import cv2
 import h5py
 import numpy as np
 
+from loftr.data.covisibility import covisibility, overlap_score, relative_pose
 from loftr.data.synthetic.cameras import (
     _split_counts,
     indoor_trajectories,
     megadepth_intrinsics,
     outdoor_trajectories,
 )
-from loftr.data.synthetic.render import (
-    RenderedView,
-    covisibility,
-    overlap_score,
-    relative_pose,
-    render_view,
-)
+from loftr.data.synthetic.render import RenderedView, render_view
 from loftr.data.synthetic.scenes import Scene, indoor_scene, outdoor_scene, random_room
 from loftr.data.synthetic.textures import TextureBank, make_texture_bank
 from loftr.errors import DataError

@@ -74,7 +74,8 @@ def distort_view(
     pts = np.stack([xs.ravel(), ys.ravel()], axis=1)[:, None, :]
     dist = np.asarray(coefficients, np.float64)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
-    ideal = cv2.undistortPointsIter(pts, K, dist, None, K, criteria).reshape(HEIGHT, WIDTH, 2)
+    ideal = cv2.undistortPoints(pts, K, dist, R=None, P=K, criteria=criteria)
+    ideal = ideal.reshape(HEIGHT, WIDTH, 2)
     mx, my = ideal[..., 0].astype(np.float32), ideal[..., 1].astype(np.float32)
     out_image = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     out_depth = cv2.remap(depth, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)

@@ -535,7 +535,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distortion",
         metavar="K1,K2,P1,P2[,K3]",
-        help="lens distortion in OpenCV's order; images and depth are undistorted with it",
+        help="lens distortion in OpenCV's order; images and depth are undistorted with it "
+        "(a negative first value needs the = form: --distortion=-0.26,0.9,0,0,-1.2)",
     )
     parser.add_argument(
         "--depth-scale",

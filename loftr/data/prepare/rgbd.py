@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from loftr.data.covisibility import covisibility, relative_pose
+from loftr.data.covisibility import covisibility, overlap_score, relative_pose
 from loftr.data.io import check_dir, check_file, check_matrix
 from loftr.data.prepare.scene import (
     PreparedFrame,
@@ -35,13 +35,13 @@ from loftr.data.prepare.scene import (
     _fit_size,  # the writer's own size rule, so frames arrive at the size it would write
     resize_frame,
 )
-from loftr.errors import ConfigError, DataError
+from loftr.errors import ConfigError, DataError, LoFTRError
 
 FORMATS = ("tum", "folder")
 #: Depth units per metre of each layout's 16-bit PNGs (TUM: 5000; folder: millimetres).
 DEFAULT_DEPTH_SCALE = {"tum": 5000.0, "folder": 1000.0}
-#: TUM's Freiburg 1 and 2 Kinects have noticeable lens distortion; Freiburg 3's images are
-#: already undistorted.
+#: TUM's Freiburg 1 and 2 cameras have noticeable lens distortion: their folders are refused
+#: without --distortion (docs/prepare.md#lens-distortion).
 DISTORTED_TUM_PREFIXES = ("rgbd_dataset_freiburg1", "rgbd_dataset_freiburg2")
 CALIBRATION_SOURCE = (
     "the TUM RGB-D camera-calibration page (the dataset's 'File Formats' page, section "
@@ -97,10 +97,12 @@ def parse_floats(text: str, option: str, counts: Sequence[int]) -> np.ndarray:
     return values
 
 
-def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float, what: str) -> np.ndarray:
-    """The 3x3 pinhole matrix, refused when a focal length is not positive."""
-    if fx <= 0 or fy <= 0:
-        raise ConfigError(f"{what}: focal lengths fx={fx}, fy={fy} must be positive")
+def intrinsics_matrix(
+    fx: float, fy: float, cx: float, cy: float, what: str, error: type[LoFTRError] = ConfigError
+) -> np.ndarray:
+    """The 3x3 pinhole matrix; ``error`` naming ``what`` when a focal length is not positive."""
+    if not (fx > 0 and fy > 0):
+        raise error(f"{what}: focal lengths fx={fx}, fy={fy} must be positive")
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
@@ -230,7 +232,7 @@ def nearest_within(queries: np.ndarray, times: np.ndarray, max_dt: float) -> np.
 def associate(
     rgb_t: np.ndarray, depth_t: np.ndarray, pose_t: np.ndarray, max_dt: float
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """The association rule of docs/prepare.md#rgb-d-sequences.
+    """The association rule (docs/prepare.md#association).
 
     Each rgb frame takes the depth frame and the pose nearest to its timestamp, each within
     ``max_dt`` seconds; a depth frame serves one rgb frame only (the nearest of those that chose
@@ -243,24 +245,24 @@ def associate(
     depth_idx = nearest_within(rgb_t, depth_t, max_dt)
     pose_idx = nearest_within(rgb_t, pose_t, max_dt)
     reasons: list[str | None] = [None] * len(rgb_t)
-    owner: dict[int, int] = {}
-    for i, d in enumerate(depth_idx):
-        if d < 0:
-            continue
-        j = owner.get(int(d))
-        if j is None or abs(rgb_t[i] - depth_t[d]) < abs(rgb_t[j] - depth_t[d]):
-            if j is not None:
-                reasons[j] = "depth frame taken by a nearer rgb frame"
-            owner[int(d)] = i
-        else:
-            reasons[i] = "depth frame taken by a nearer rgb frame"
+    owner: dict[int, int] = {}  # depth frame -> the rgb frame it serves
     for i in range(len(rgb_t)):
-        if depth_idx[i] < 0:
+        d = int(depth_idx[i])
+        if d < 0:
             reasons[i] = f"no depth frame within --max-dt {max_dt:g} s"
-        elif pose_idx[i] < 0:
-            reasons[i] = reasons[i] or f"no pose within --max-dt {max_dt:g} s"
-    depth_idx = np.where([r is None for r in reasons], depth_idx, -1)
-    return depth_idx, np.where(depth_idx >= 0, pose_idx, -1), reasons
+            continue
+        if pose_idx[i] < 0:
+            reasons[i] = f"no pose within --max-dt {max_dt:g} s"
+            continue
+        j = owner.get(d)
+        if j is not None and abs(rgb_t[j] - depth_t[d]) <= abs(rgb_t[i] - depth_t[d]):
+            reasons[i] = "depth frame taken by a nearer rgb frame"
+            continue
+        if j is not None:
+            reasons[j] = "depth frame taken by a nearer rgb frame"
+        owner[d] = i
+    ok = np.array([r is None for r in reasons])
+    return np.where(ok, depth_idx, -1), np.where(ok, pose_idx, -1), reasons
 
 
 def read_tum(root: Path, K: np.ndarray, max_dt: float) -> ParsedSequence:
@@ -313,8 +315,13 @@ def read_poses_file(path: Path) -> dict[str, np.ndarray]:
         except ValueError:
             raise DataError(f"{path} line {n}: the pose is not 16 numbers") from None
         pose = check_matrix(values, f"{path} line {n}", (4, 4))
-        if not np.allclose(pose[3], [0, 0, 0, 1]):
-            raise DataError(f"{path} line {n}: the last row of the pose is not 0 0 0 1")
+        rotation = pose[:3, :3]
+        if not np.allclose(pose[3], [0, 0, 0, 1]) or not np.allclose(
+            rotation.T @ rotation, np.eye(3), atol=1e-4
+        ):
+            raise DataError(
+                f"{path} line {n}: not a rigid pose (a rotation, a translation, last row 0 0 0 1)"
+            )
         poses[tokens[0]] = pose
     if not poses:
         raise DataError(f"pose list {path} holds no pose")
@@ -332,8 +339,9 @@ def read_k_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
                 fx, fy, cx, cy = (float(v) for v in tokens[1:])
             except ValueError:
                 raise DataError(f"{path} line {n}: expected 'stem fx fy cx cy'") from None
+            where = f"{path} line {n}"
             out[tokens[0]] = check_matrix(
-                intrinsics_matrix(fx, fy, cx, cy, f"{path} line {n}"), f"{path} line {n}"
+                intrinsics_matrix(fx, fy, cx, cy, where, DataError), where
             )
         return out
     if len(rows) == 3 and all(len(t) == 3 for _, t in rows):
@@ -362,10 +370,8 @@ def read_folder(root: Path, K: np.ndarray | None) -> ParsedSequence:
     ``K`` (from ``--intrinsics``) replaces ``K.txt`` when given. A colour image without a pose
     is refused and counted; a posed frame without an image or depth is an error.
     """
-    color, depth = (
-        check_dir(root / "color", "colour folder"),
-        check_dir(root / "depth", "depth folder"),
-    )
+    color = check_dir(root / "color", "colour folder")
+    depth = check_dir(root / "depth", "depth folder")
     poses = read_poses_file(root / "poses.txt")
     intrinsics = K if K is not None else read_k_file(root / "K.txt")
     frames = []
@@ -485,7 +491,7 @@ class KeyframeRule:
             moved = np.linalg.norm(T[:3, :3].T @ T[:3, 3])  # distance between the two centres
             cos = np.clip((np.trace(T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
             return bool(moved >= metres or np.degrees(np.arccos(cos)) >= degrees)
-        return pair_overlap(last.depth, depth, last.K, K, T)[0] < self.overlap
+        return overlap_score(last.depth, depth, last.K, K, T) < self.overlap
 
 
 @dataclass(frozen=True)
@@ -505,7 +511,7 @@ def pair_overlap(
     T_0to1: np.ndarray,
     below: float = 0.0,
 ) -> tuple[float, np.ndarray]:
-    """A pair's overlap score and central match (docs/prepare.md#rgb-d-sequences).
+    """A pair's overlap score and central match (docs/prepare.md#overlap-score).
 
     The score is the smaller of the two directions' co-visible fractions
     (``loftr.data.covisibility``); the central match is the forward direction's. When the forward

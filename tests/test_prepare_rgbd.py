@@ -287,7 +287,7 @@ BAD_INPUT = [
     ("focal length", "tum", None, ("--intrinsics", "0,121,79,59"), "focal lengths"),
     ("image missing", "tum", lambda r: _drop(_nth(r, "rgb")), (), "rgb.txt: image"),
     ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "corrupt"),
-    ("depth size", "tum", lambda r: _shrink(_nth(r, "depth")), (), "registered 1:1"),
+    ("depth size", "tum", lambda r: _shrink(_nth(r, "depth")), (), "registered pixel for pixel"),
     ("no poses.txt", "folder", lambda r: _drop(r / "poses.txt"), (), "poses.txt"),
     ("K.txt", "folder", lambda r: (r / "K.txt").write_text("1 2\n"), (), "K.txt"),
 ]
@@ -321,3 +321,38 @@ def test_bad_input_is_one_line_and_leaves_out_as_it_was(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert named in err
     assert listing(out) == before
+
+
+def test_frames_without_enough_depth_are_refused(tmp_path: Path, seq: ts.RenderedSequence) -> None:
+    root = ts.write_tum(tmp_path / "seq", seq)
+    depths = sorted((root / "depth").iterdir())
+    assert cv2.imwrite(str(depths[1]), np.zeros((ts.HEIGHT, ts.WIDTH), np.uint16))
+    sparse = np.zeros((ts.HEIGHT, ts.WIDTH), np.uint16)
+    sparse[:10] = 10000  # 2 m on 10 of 120 rows: 8 % of the pixels
+    assert cv2.imwrite(str(depths[2]), sparse)
+    report = convert(root, tmp_path / "out", "--keyframe-overlap", "1")
+    assert report["refused"] == {"no valid depth": 1, "valid depth below --min-depth-fraction": 1}
+    assert report["images"] == N_FRAMES - 2
+
+
+def test_downscaled_frames_keep_their_geometry(tmp_path: Path, seq: ts.RenderedSequence) -> None:
+    """--max-size 80 writes 80x60 frames whose intrinsics, depth and central matches agree: the
+    central match of every pair lands, through the written depth and pose, where it says."""
+    root = ts.write_tum(tmp_path / "seq", seq)
+    out = tmp_path / "out"
+    convert(root, out, "--keyframe-overlap", "1", "--max-size", "80")
+    checked = 0
+    for npz in scene_infos(out):
+        info = load_scene_info(npz)
+        np.testing.assert_allclose(info["intrinsics"][0][:2], ts.K[:2] / 2 - [[0, 0, 0.25]] * 2)
+        ds = MegaDepthDataset(out, npz, mode="train", min_overlap_score=0.0, img_resize=80, df=8)
+        for item, (_, _, central) in zip(ds, ds.pair_infos, strict=True):
+            d0, d1 = (item[k][:60, :80].numpy() for k in ("depth0", "depth1"))
+            K0, K1, T = (item[k].numpy().astype(np.float64) for k in ("K0", "K1", "T_0to1"))
+            x0, y0, x1, y1 = central
+            r = reproject(d0, d1, K0, K1, T)
+            at = np.flatnonzero((r.xs == x0) & (r.ys == y0))
+            assert len(at) == 1 and r.ok[at[0]]
+            assert abs(r.u[at[0]] - x1) < 1e-3 and abs(r.v[at[0]] - y1) < 1e-3
+            checked += 1
+    assert checked > 5

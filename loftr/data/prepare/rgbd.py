@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from loftr.data.covisibility import covisibility, overlap_score, relative_pose
-from loftr.data.io import check_dir, check_file, check_matrix
+from loftr.data.io import check_dir, check_file, check_matrix, image_size
 from loftr.data.prepare.scene import (
     PreparedFrame,
     PreparedPair,
@@ -616,6 +616,34 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _depth_size(path: Path) -> tuple[int, int]:
+    """``(w, h)`` of a depth map from its header (PNG) or its array header (``.npy``)."""
+    if path.suffix != ".npy":
+        return image_size(path)
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError) as err:
+        raise DataError(f"depth map {path} is not a readable .npy array ({err})") from err
+    if len(shape) != 2:
+        raise DataError(f"depth map {path} has shape {shape}; expected (h, w)")
+    return int(shape[1]), int(shape[0])
+
+
+def check_sizes(frames: Sequence[SourceFrame]) -> None:
+    """Every image has its depth map's size (read from the file headers, before any writing).
+
+    Raises:
+        DataError: naming the first frame whose image and depth differ, or an unreadable header.
+    """
+    for frame in frames:
+        image, depth = image_size(frame.image), _depth_size(frame.depth)
+        if image != depth:
+            raise DataError(
+                f"image {frame.image} is {image[0]}x{image[1]} but its depth map {frame.depth} is "
+                f"{depth[0]}x{depth[1]}; they must be registered pixel for pixel"
+            )
+
+
 def _prepare(
     frame: SourceFrame, scale: float, undistort: Undistorter | None, max_size: int
 ) -> tuple[PreparedFrame, float]:
@@ -623,11 +651,6 @@ def _prepare(
     depth."""
     image = read_color(frame.image)
     depth = read_depth(frame.depth, scale)
-    if image.shape[:2] != depth.shape:
-        raise DataError(
-            f"image {frame.image} is {image.shape[1]}x{image.shape[0]} but its depth map "
-            f"{frame.depth} is {depth.shape[1]}x{depth.shape[0]}; they must be registered 1:1"
-        )
     pixels: np.ndarray | Path = frame.image  # copied byte for byte unless resampled
     if undistort is not None:
         image, depth = undistort(image, depth, frame.K)
@@ -654,12 +677,14 @@ def score_pairs(kept: Sequence[tuple[int, KeptFrame]], min_overlap: float) -> li
 
 def run(args: argparse.Namespace) -> dict:
     """Convert one RGB-D sequence (``add_arguments``' options and the common ones) and return
-    the report. Every option and text file is checked before ``--out`` is touched."""
+    the report. Every option, text file, file's existence and image size is checked before
+    ``--out`` is touched."""
     opts = _options(args)
     if args.format == "tum":
         sequence = read_tum(opts["root"], opts["K"], args.max_dt)
     else:
         sequence = read_folder(opts["root"], opts["K"])
+    check_sizes(sequence.frames)
     rule: KeyframeRule = opts["rule"]
     kept: list[tuple[int, KeptFrame]] = []
     skipped = 0

@@ -238,6 +238,28 @@ def test_keyframes_by_overlap_and_by_baseline(tmp_path: Path, seq: ts.RenderedSe
         assert sorted(tum_frame(p) for p in info["image_paths"]) == keys
 
 
+def test_baseline_step_counts_metres_and_degrees() -> None:
+    """Hand-made poses: the baseline rule takes the centre's distance and the relative rotation's
+    angle, either one enough."""
+    rule = rgbd.KeyframeRule(baseline=rgbd.parse_baseline("1.0,20"))
+    depth = np.ones((4, 4), np.float32)
+    last = rgbd.KeptFrame(depth, ts.K, np.eye(4))
+
+    def pose(degrees: float, along_x: float) -> np.ndarray:
+        """World-to-camera pose of a camera turned about y and moved along x (camera-to-world)."""
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        c2w = np.eye(4)
+        c2w[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+        c2w[0, 3] = along_x
+        return np.linalg.inv(c2w)
+
+    assert not rule.is_new(last, depth, ts.K, pose(19.0, 0.0))
+    assert rule.is_new(last, depth, ts.K, pose(21.0, 0.0))
+    assert not rule.is_new(last, depth, ts.K, pose(0.0, 0.99))
+    assert rule.is_new(last, depth, ts.K, pose(0.0, 1.01))
+    assert rule.is_new(last, depth, ts.K, pose(-21.0, 0.5))  # the sign of the turn does not matter
+
+
 @pytest.mark.parametrize("npy_depth", [False, True])
 def test_folder_layout(tmp_path: Path, seq: ts.RenderedSequence, npy_depth: bool) -> None:
     """color/, depth/ (16-bit millimetres, or .npy metres), poses.txt, K.txt (one matrix or one

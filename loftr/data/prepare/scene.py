@@ -506,6 +506,10 @@ class SceneWriter:
         for stem in stems:
             (out / "index" / "scene_info" / f"{stem}.npz").unlink(missing_ok=True)
         target = out / "scenes" / self.name
+        # old copies of this scene a crashed run left (docs/prepare.md#how-a-scene-is-written)
+        for stale in out.glob(f".outgoing-{self.name}-*"):
+            if stale.name[len(f".outgoing-{self.name}-") :].isdigit():
+                shutil.rmtree(stale, ignore_errors=True)
         outgoing = out / f".outgoing-{self.name}-{os.getpid()}"
         if target.exists():
             os.rename(target, outgoing)

@@ -195,7 +195,7 @@ def test_an_exception_leaves_out_as_it_was(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "reports", "scenes"]
     # an out that did not exist is not left behind
     with pytest.raises(DataError):
-        prepare(tmp_path / "new", "a", [(0, 1, 0.9)])
+        prepare(tmp_path / "new" / "set", "a", [(0, 1, 0.9)])
     assert not (tmp_path / "new").exists()
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "PreparedFrame",
     "PreparedPair",
     "SceneWriter",
+    "fit_size",
     "format_report",
     "list_path",
     "resize_frame",
@@ -123,7 +124,7 @@ def resize_frame(frame: PreparedFrame, size: tuple[int, int]) -> PreparedFrame:
     return replace(frame, image=resized, K=K, depth=depth)
 
 
-def _fit_size(w: int, h: int, max_size: int) -> tuple[int, int] | None:
+def fit_size(w: int, h: int, max_size: int) -> tuple[int, int] | None:
     """The ``(w, h)`` whose longer side is ``max_size``, or None when the image fits already."""
     if max(w, h) <= max_size:
         return None
@@ -202,7 +203,7 @@ class SceneWriter:
         self.source = source
         self.max_size = max_size
         self._tmp: Path | None = None
-        self._made_out = False
+        self._made: list[Path] = []  # folders this writer made for out, deepest first
         self._started = 0.0
         self._rels: list[str] = []
         self._intrinsics: list[np.ndarray] = []
@@ -221,7 +222,7 @@ class SceneWriter:
             raise ConfigError(f"--max-size {self.max_size}: must be at least 1 pixel")
         if self.out.exists() and not self.out.is_dir():
             raise DataError(f"--out {self.out} exists and is not a folder")
-        self._made_out = not self.out.exists()
+        self._made = [p for p in (self.out, *self.out.parents) if not p.exists()]
         self.out.mkdir(parents=True, exist_ok=True)
         self._tmp = self.out / f".incoming-{self.name}-{os.getpid()}"
         shutil.rmtree(self._tmp, ignore_errors=True)  # left by an earlier, killed run
@@ -233,13 +234,14 @@ class SceneWriter:
         self._discard()
 
     def _discard(self) -> None:
-        """Remove the temporary folder (and ``out`` when this writer made it and it is empty)."""
+        """Remove the temporary folder, and the folders made for ``out`` that are still empty."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        if self._made_out and self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
-        self._made_out = False
+        for folder in self._made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self._made = []
 
     def _staging(self) -> Path:
         if self._tmp is None:
@@ -277,7 +279,7 @@ class SceneWriter:
                 f"frame {rel}: depth map is {depth.shape[::-1]} (w, h) but its image is {(w, h)}"
             )
         frame = replace(frame, K=K, T_w2c=T, depth=depth)
-        size = _fit_size(w, h, self.max_size)
+        size = fit_size(w, h, self.max_size)
         if size is not None:
             frame = resize_frame(frame, size)
         depth = np.asarray(frame.depth, np.float32)
@@ -506,6 +508,10 @@ class SceneWriter:
         for stem in stems:
             (out / "index" / "scene_info" / f"{stem}.npz").unlink(missing_ok=True)
         target = out / "scenes" / self.name
+        # old copies of this scene a crashed run left (docs/prepare.md#how-a-scene-is-written)
+        for stale in out.glob(f".outgoing-{self.name}-*"):
+            if stale.name[len(f".outgoing-{self.name}-") :].isdigit():
+                shutil.rmtree(stale, ignore_errors=True)
         outgoing = out / f".outgoing-{self.name}-{os.getpid()}"
         if target.exists():
             os.rename(target, outgoing)

@@ -32,7 +32,7 @@ from loftr.data.prepare.scene import (
     PreparedFrame,
     PreparedPair,
     SceneWriter,
-    _fit_size,  # the writer's own size rule, so frames arrive at the size it would write
+    fit_size,
     resize_frame,
 )
 from loftr.errors import ConfigError, DataError, LoFTRError
@@ -655,7 +655,9 @@ def _prepare(
     if undistort is not None:
         image, depth = undistort(image, depth, frame.K)
         pixels = image
-    size = _fit_size(depth.shape[1], depth.shape[0], max_size)
+    # the writer's own size rule: the frame arrives at the size it would write, so the depth
+    # kept for the pair scores is the written one
+    size = fit_size(depth.shape[1], depth.shape[0], max_size)
     prepared = PreparedFrame(
         frame.rel, pixels if size is None else image, frame.K, np.linalg.inv(frame.T_c2w), depth
     )

@@ -15,14 +15,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import default_collate
 
 from loftr.data.covisibility import overlap_score, relative_pose, reproject
 from loftr.data.io import read_gray, read_megadepth_depth
-from loftr.data.megadepth import MegaDepthDataset
+from loftr.data.megadepth import DEPTH_PAD_SIZE, MegaDepthDataset, pad_bottom_right
 from loftr.data.prepare import rgbd
 from loftr.data.prepare.__main__ import build_parser, main
 from loftr.data.scene_info import load_scene_info
 from loftr.errors import ConfigError
+from loftr.supervision import compute_supervision_coarse
 from tests.helpers import tum_scene as ts
 
 N_FRAMES = 8
@@ -104,9 +107,41 @@ def warp_agreement(
     return hit / total
 
 
+def assert_coarse_ground_truth_is_the_renderers(out: Path, seq: ts.RenderedSequence) -> None:
+    """The coarse ground truth of every converted pair, as the loader serves it, equals the one
+    built from the renderer's own depth (float), intrinsics and poses, but for matches whose
+    warp TUM's depth steps move to the next cell."""
+    n_pairs = differ = matches = 0
+    for npz in scene_infos(out):
+        ds = MegaDepthDataset(out, npz, mode="train", min_overlap_score=0.0, img_resize=160, df=8)
+        for item in ds:
+            a, b = (tum_frame(n) for n in item["pair_names"])
+            batch = default_collate([item])
+            ref = dict(batch)
+            T = relative_pose(seq.poses[a], seq.poses[b])
+            ref["K0"] = ref["K1"] = torch.from_numpy(ts.K).float()[None]
+            ref["T_0to1"] = torch.from_numpy(T).float()[None]
+            ref["T_1to0"] = torch.from_numpy(np.linalg.inv(T)).float()[None]
+            for key, i in (("depth0", a), ("depth1", b)):
+                padded, _ = pad_bottom_right(seq.depths[i], DEPTH_PAD_SIZE)
+                ref[key] = torch.from_numpy(padded)[None]
+            compute_supervision_coarse(batch, {"resolution": [8, 2]})
+            compute_supervision_coarse(ref, {"resolution": [8, 2]})
+            converted, truth = batch["conf_matrix_gt"], ref["conf_matrix_gt"]
+            assert converted.sum() > 0
+            differ += int((converted != truth).sum())
+            matches += int(truth.sum())
+            n_pairs += 1
+    assert n_pairs > 10
+    # depth stored in 1/5000 m steps may move a warped point across a coarse cell's edge: one
+    # match in the 2,000 of this sequence
+    assert differ <= 0.005 * matches
+
+
 def test_tum_sequence_round_trip(tmp_path: Path, seq: ts.RenderedSequence) -> None:
     """Association within --max-dt (a depth frame 21 ms away is refused, 19 ms is kept), the
-    quaternion order and pose direction (warps reproduce the truth), depth in 1/5000 m."""
+    quaternion order and pose direction (warps and coarse ground truth reproduce the truth),
+    depth in 1/5000 m."""
     root = ts.write_tum(tmp_path / "seq", seq, depth_offsets={3: 0.021, 5: 0.019})
     out = tmp_path / "out"
     report = convert(root, out, "--keyframe-overlap", "1")
@@ -117,6 +152,7 @@ def test_tum_sequence_round_trip(tmp_path: Path, seq: ts.RenderedSequence) -> No
     written = sorted(tum_frame(p) for p in info["image_paths"])
     assert written == [i for i in range(N_FRAMES) if i != 3]
     assert warp_agreement(out, seq) >= 0.99
+    assert_coarse_ground_truth_is_the_renderers(out, seq)
     for path, pose, K in zip(info["image_paths"], info["poses"], info["intrinsics"], strict=True):
         i = tum_frame(path)
         np.testing.assert_allclose(pose, seq.poses[i], atol=1e-6)

@@ -113,12 +113,21 @@ def test_train_on_a_prepared_set_then_evaluate_it(prepared: Path, tmp_path: Path
     assert set(written["metrics"]) >= {"auc@5", "auc@10", "auc@20"}
 
 
-@pytest.mark.parametrize("split", ["train", "val"])
-def test_a_missing_prepared_set_names_the_command_that_makes_it(tmp_path: Path, split) -> None:
-    cfg = compose_cfg("train", "dataset=custom", f"dataset.root={tmp_path / 'none'}")
+@pytest.mark.parametrize(
+    ("split", "entry", "dataset", "stage"),
+    [
+        ("train", "train", "custom", "fit"),
+        ("val", "train", "custom", "validate"),
+        ("test", "evaluate", "custom_test", "test"),
+    ],
+)
+def test_a_missing_prepared_set_names_the_command_that_makes_it(
+    tmp_path: Path, split: str, entry: str, dataset: str, stage: str
+) -> None:
+    cfg = compose_cfg(entry, f"dataset={dataset}", f"dataset.root={tmp_path / 'none'}")
     data = LoFTRDataModule(cfg.dataset)
     with pytest.raises(DataError) as err:
-        data.setup("fit" if split == "train" else "validate")
+        data.setup(stage)
     message = str(err.value)
     assert f"{tmp_path / 'none'}/index/{split}_list.txt does not exist" in message
     assert f"python -m loftr.data.prepare colmap|rgbd --out {tmp_path / 'none'}" in message

@@ -196,6 +196,25 @@ def read_megadepth_depth(path: PathLike) -> np.ndarray:
     return depth
 
 
+def write_megadepth_depth(path: PathLike, depth: np.ndarray) -> None:
+    """Write a depth map as :func:`read_megadepth_depth` reads it: float32 metres in the ``depth``
+    dataset of an HDF5 file (gzip level 1 with shuffle: a few times smaller, any HDF5 reader opens
+    it; no timestamps, so the same map gives the same bytes). Parent folders are created."""
+    import h5py  # local: only MegaDepth needs it
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(p, "w") as f:
+        f.create_dataset(
+            "depth",
+            data=np.asarray(depth, dtype=np.float32),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=True,
+            track_times=False,
+        )
+
+
 def check_matrix(matrix: Any, what: str, shape: tuple[int, int] = (3, 3)) -> np.ndarray:
     """``matrix`` as a float64 array of ``shape`` if it is finite and invertible.
 

@@ -22,6 +22,16 @@ from loftr.errors import DataError
 # Keys of a MegaDepth scene-info dict (docs/original.md#megadepth).
 SCENE_INFO_KEYS = ("image_paths", "depth_paths", "intrinsics", "poses", "pair_infos")
 
+# The sub-scene overlap bins of the original training index, [lo, hi): one scene info per bin
+# (docs/original.md#megadepth).
+OVERLAP_BINS = ((0.1, 0.3), (0.3, 0.5), (0.5, 0.7))
+
+
+def bin_stem(scene: str, lo: float, hi: float) -> str:
+    """The stem of ``scene``'s scene info for the overlap bin ``[lo, hi)``: ``0015_0.1_0.3``."""
+    return f"{scene}_{lo:.1f}_{hi:.1f}"
+
+
 # Header bytes that tell the two scene-info encodings apart.
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"

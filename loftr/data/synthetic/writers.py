@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 
 from loftr.data.covisibility import covisibility, overlap_score, relative_pose
+from loftr.data.io import write_megadepth_depth
+from loftr.data.scene_info import OVERLAP_BINS, bin_stem
 from loftr.data.synthetic.cameras import (
     _split_counts,
     indoor_trajectories,
@@ -48,7 +49,7 @@ SCANNET_TEST_OVERLAP = (0.2, 0.8)  # range the test pairs are spread over
 SCANNET_TRAIN_LIST = "synthetic_train.txt"
 SCANNET_TEST_LIST = "synthetic_test.txt"
 
-MEGADEPTH_BINS = ((0.1, 0.3), (0.3, 0.5), (0.5, 0.7))  # sub-scene overlap bins of the real index
+MEGADEPTH_BINS = OVERLAP_BINS  # sub-scene overlap bins of the real index
 MEGADEPTH_TEST_SCENE_OFFSET = 5000
 MEGADEPTH_DEPTH_ROOT = Path("phoenix/S6/zl548/MegaDepth_v1")
 
@@ -343,18 +344,7 @@ def _write_megadepth_frames(data_root: Path, scene: _RenderedScene, frames: Sequ
     for i in frames:
         image_rel, depth_rel = _megadepth_paths(scene.name, i)
         _write_jpg(data_root / image_rel, scene.views[i].image)
-        depth_path = data_root / depth_rel
-        depth_path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(depth_path, "w") as f:
-            # gzip + shuffle: 2.6x smaller, any HDF5 reader opens it
-            f.create_dataset(
-                "depth",
-                data=scene.views[i].depth,
-                compression="gzip",
-                compression_opts=1,
-                shuffle=True,
-                track_times=False,
-            )
+        write_megadepth_depth(data_root / depth_rel, scene.views[i].depth)
 
 
 def _scene_info(
@@ -383,10 +373,6 @@ def _write_pickle(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=4)
-
-
-def _bin_name(scene: str, lo: float, hi: float) -> str:
-    return f"{scene}_{lo:.1f}_{hi:.1f}"
 
 
 def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bool = False) -> dict:
@@ -429,7 +415,7 @@ def write_megadepth(out: Path, seed: int, sizes: Mapping[str, int], progress: bo
                     infos = [
                         (pairs[p], float(scores[p]), centrals[p].astype(np.float64)) for p in in_bin
                     ]
-                    stem = _bin_name(scene.name, lo, hi)
+                    stem = bin_stem(scene.name, lo, hi)
                     _write_pickle(index / info_dir / f"{stem}.npz", _scene_info(scene, infos))
                     stems.append(stem)
                     all_scores.extend(scores[in_bin].tolist())

@@ -34,6 +34,7 @@ __all__ = [
     "PreparedFrame",
     "PreparedPair",
     "SceneWriter",
+    "fit_size",
     "format_report",
     "list_path",
     "resize_frame",
@@ -123,7 +124,7 @@ def resize_frame(frame: PreparedFrame, size: tuple[int, int]) -> PreparedFrame:
     return replace(frame, image=resized, K=K, depth=depth)
 
 
-def _fit_size(w: int, h: int, max_size: int) -> tuple[int, int] | None:
+def fit_size(w: int, h: int, max_size: int) -> tuple[int, int] | None:
     """The ``(w, h)`` whose longer side is ``max_size``, or None when the image fits already."""
     if max(w, h) <= max_size:
         return None
@@ -277,7 +278,7 @@ class SceneWriter:
                 f"frame {rel}: depth map is {depth.shape[::-1]} (w, h) but its image is {(w, h)}"
             )
         frame = replace(frame, K=K, T_w2c=T, depth=depth)
-        size = _fit_size(w, h, self.max_size)
+        size = fit_size(w, h, self.max_size)
         if size is not None:
             frame = resize_frame(frame, size)
         depth = np.asarray(frame.depth, np.float32)

@@ -365,3 +365,14 @@ def test_without_pycolmap_the_command_says_how_to_install_it(
     argv = ["colmap", "--model", str(workspace.model), "--images", str(workspace.images)]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert "pip install -e '.[colmap]'" in capsys.readouterr().err
+
+
+def test_the_scale_experiment_converts_its_generated_model(tmp_path):
+    """experiments.colmap_scale on 30 cameras: each shares wall points with its 9 neighbours on
+    either side (1 m seen, 0.1 m apart), so 30 * 9 - (1 + ... + 9) = 225 pairs are scored."""
+    from experiments import colmap_scale
+
+    root = colmap_scale.generate(tmp_path / "ws", 30, points_per_step=20)
+    result = colmap_scale.measure(root, tmp_path / "prepared")
+    assert result["images"] == 30 and result["pairs_considered"] == 225
+    assert result["peak_rss_mib"] > 0 and result["pairs_per_second"] > 0

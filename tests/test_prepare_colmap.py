@@ -307,7 +307,7 @@ def _no_depth(root: Path) -> str:
 
 def _one_depth_missing(root: Path) -> str:
     (root / "stereo" / "depth_maps" / "cam2" / "0003.jpg.geometric.bin").unlink()
-    return "cam2/0003.jpg.geometric.bin"
+    return "image cam2/0003.jpg has no depth map:"
 
 
 def _odd_depth_size(root: Path) -> str:
@@ -319,7 +319,12 @@ def _odd_depth_size(root: Path) -> str:
 
 def _image_missing(root: Path) -> str:
     (root / "images" / "cam2" / "0005.jpg").unlink()
-    return "cam2/0005.jpg"
+    return "lists image cam2/0005.jpg, but"
+
+
+def _garbled_model(root: Path) -> str:
+    (root / "sparse" / "cameras.txt").write_text("1 PINHOLE abc\n")
+    return "sparse cannot be read"
 
 
 def _empty(root: Path) -> str:
@@ -329,9 +334,10 @@ def _empty(root: Path) -> str:
     return "empty reconstruction"
 
 
-@pytest.mark.parametrize(
-    "damage", [_distorted, _no_depth, _one_depth_missing, _odd_depth_size, _image_missing, _empty]
-)
+DAMAGES = [_distorted, _no_depth, _one_depth_missing, _odd_depth_size, _image_missing, _empty]
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, _garbled_model])
 def test_bad_input_fails_in_one_line(text_workspace, tmp_path, capsys, damage):
     root = tmp_path / "ws"
     shutil.copytree(text_workspace.root, root)

@@ -80,8 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- COLMAP's dense array files --------------------------------------------------------------
 
 
-def _array_header(path: Path) -> tuple[int, int, int, int]:
-    """``(width, height, channels, data offset)`` of a COLMAP dense array file."""
+def _depth_header(path: Path) -> tuple[int, int, int]:
+    """``(width, height, data offset)`` of a single-channel COLMAP dense array file."""
     with open(path, "rb") as f:
         head = f.read(64)
     fields = head.split(b"&", 3)
@@ -101,18 +101,18 @@ def _array_header(path: Path) -> tuple[int, int, int, int]:
             f"depth map {path}: its header says {w}x{h}x{c} float32 values but it holds "
             f"{size} bytes of data"
         )
-    return w, h, c, offset
+    if c != 1:
+        raise DataError(f"depth map {path} has {c} channels; a depth map has one")
+    return w, h, offset
 
 
 def colmap_array_size(path: Path) -> tuple[int, int]:
-    """``(w, h)`` of a single-channel COLMAP depth map, from its header (nothing else is read).
+    """``(w, h)`` of a COLMAP depth map, from its header (the values are not read).
 
     Raises:
         DataError: no header, a size that disagrees with the file's length, or several channels.
     """
-    w, h, c, _ = _array_header(path)
-    if c != 1:
-        raise DataError(f"depth map {path} has {c} channels; a depth map has one")
+    w, h, _ = _depth_header(path)
     return w, h
 
 
@@ -126,9 +126,7 @@ def read_colmap_depth(path: Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, has no header, is cut short or has several channels.
     """
-    check_file(path, "depth map")
-    w, h = colmap_array_size(path)
-    _, _, _, offset = _array_header(path)
+    w, h, offset = _depth_header(check_file(path, "depth map"))
     depth = np.fromfile(path, dtype="<f4", offset=offset).reshape(h, w).astype(np.float32)
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0))
 
@@ -244,7 +242,9 @@ def plan_images(
         camera = rec.camera(image.camera_id)
         where = f"camera {image.camera_id} of image {image.name} in COLMAP model {model_dir}"
         K = camera_matrix(camera, where)
-        path = check_file(images / image.name, f"image {image.name} of COLMAP model {model_dir}")
+        path = check_file(
+            images / image.name, f"COLMAP model {model_dir} lists image {image.name}, but"
+        )
         size = image_size(path)
         if size != (camera.width, camera.height):
             raise DataError(
@@ -252,7 +252,9 @@ def plan_images(
                 f"{camera.width}x{camera.height}; give --images the undistorted images the model "
                 "was made with"
             )
-        depth_path = check_file(depth_maps / f"{image.name}{suffix}", f"depth map of {image.name}")
+        depth_path = check_file(
+            depth_maps / f"{image.name}{suffix}", f"image {image.name} has no depth map:"
+        )
         depth_size = colmap_array_size(depth_path)
         if depth_size != size and not _is_uniform_downscale(depth_size, size):
             raise DataError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -194,8 +195,32 @@ def test_an_exception_leaves_out_as_it_was(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "reports", "scenes"]
     # an out that did not exist is not left behind
     with pytest.raises(DataError):
-        prepare(tmp_path / "new", "a", [(0, 1, 0.9)])
+        prepare(tmp_path / "new" / "set", "a", [(0, 1, 0.9)])
     assert not (tmp_path / "new").exists()
+
+
+def test_a_crash_while_replacing_leaves_no_list_naming_a_missing_scene(tmp_path, monkeypatch):
+    prepare(tmp_path, "a", [(0, 1, 0.2)])
+    prepare(tmp_path, "b", [(0, 1, 0.4)])
+    rename = os.rename
+
+    def crash_on_the_new_folder(src, dst):
+        if Path(dst) == tmp_path / "scenes" / "a":
+            raise OSError("the machine went down")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash_on_the_new_folder)
+    with pytest.raises(OSError, match="went down"):
+        prepare(tmp_path, "a", [(0, 1, 0.6)])
+    assert listed(tmp_path, "train") == ["b_0.3_0.5"]  # "a" left the lists first
+    assert (tmp_path / "index" / "scene_info" / "b_0.3_0.5.npz").is_file()
+    assert (tmp_path / "scenes" / "b").is_dir() and not (tmp_path / "scenes" / "a").exists()
+    assert [p.name for p in tmp_path.glob(".outgoing-a-*")] == [f".outgoing-a-{os.getpid()}"]
+    monkeypatch.setattr(os, "rename", rename)
+    (tmp_path / ".outgoing-a-b-1").mkdir()  # scene "a-b"'s, not "a"'s
+    prepare(tmp_path, "a", [(0, 1, 0.6)])  # preparing it again repairs it
+    assert listed(tmp_path, "train") == ["b_0.3_0.5", "a_0.5_0.7"]
+    assert sorted(p.name for p in tmp_path.glob(".*")) == [".outgoing-a-b-1"]
 
 
 @pytest.mark.parametrize(

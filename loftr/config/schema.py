@@ -284,6 +284,7 @@ class DatasetConf:
     scannet_img_resize: list[int] | None = MISSING
     synthetic: dict[str, Any] | None = MISSING  # loftr.data.synthetic's arguments
     test_only: bool | None = None  # the test sets: training refuses them
+    root: str | None = None  # dataset=custom: the prepared set (loftr.data.prepare's --out)
     hpatches: HPatchesConf | None = None  # test_data_source HPatches: the sequences folder
     homographies: HomographiesConf | None = None  # dataset=homographies only
 

@@ -50,6 +50,10 @@ _STEPS = {
         "copy assets/megadepth_test_1500_scene_info from the original LoFTR repository to {path} "
         "(or python -m loftr.data.setup megadepth --assets /path/to/LoFTR/assets)"
     ),
+    "prepared": (
+        "a prepared set is made by python -m loftr.data.prepare colmap|rgbd --out {path} "
+        "--split train|val|test, one scene per run (docs/prepare.md)"
+    ),
     "hpatches": (
         "download hpatches-sequences-release.tar.gz (the HPatches sequences) and run python -m "
         "loftr.data.setup hpatches --testdata hpatches-sequences-release.tar.gz (or --test "
@@ -77,7 +81,8 @@ def setup_hint(part: str, path: str | os.PathLike | None = None) -> str:
     Args:
         part: one of ``scannet_train``, ``scannet_test``, ``scannet_index``,
             ``scannet_test_index``, ``megadepth_root``, ``megadepth_index``,
-            ``megadepth_test_index``, ``hpatches``, ``hpatches_heldout``.
+            ``megadepth_test_index``, ``prepared`` (a set of loftr.data.prepare), ``hpatches``,
+            ``hpatches_heldout``.
         path: the path the step should create (shown in the message); a path under a
             ``synthetic`` folder gets the synthetic generator's step instead.
 

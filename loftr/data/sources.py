@@ -33,7 +33,11 @@ MEGADEPTH_COARSE_SCALE = 0.125
 # --- the depth sources: ScanNet and MegaDepth scene indices (docs/original.md#datamodule) --------
 
 
-def _index_hint(source: str, split: str, path: str | os.PathLike) -> str:
+def _index_hint(config: Config, source: str, split: str, path: str | os.PathLike) -> str:
+    """The set-up step that makes the index holding ``path``; for a prepared set
+    (``dataset.root``, ``dataset=custom``), the converters' command."""
+    if config.get("root") is not None:
+        return setup_hint("prepared", config["root"])
     part = ("scannet" if source == "ScanNet" else "megadepth") + (
         "_index" if split == "train" else "_test_index"
     )
@@ -52,7 +56,7 @@ def _depth_datasets(
     list_path: str,
 ) -> list[Dataset]:
     """One dataset per listed scene index; every missing index is named at once."""
-    hint = _index_hint(source, split, Path(npz_root) / "x")
+    hint = _index_hint(config, source, split, Path(npz_root) / "x")
     check_dir(npz_root, f"{source} {split} index folder", hint)
     # docs/original.md#datamodule: ScanNet list entries include ".npz"; MegaDepth entries are
     # stems.
@@ -106,7 +110,7 @@ def _depth_source(source: str) -> Source:
 
     def train_scenes(config: Config) -> tuple[list[str], str]:
         list_path = required(config, "train_list_path")
-        return read_list(list_path, _index_hint(source, "train", list_path)), str(list_path)
+        return read_list(list_path, _index_hint(config, source, "train", list_path)), str(list_path)
 
     def train_datasets(config: Config, names: Sequence[str], seed: int) -> list[Dataset]:
         return _depth_datasets(
@@ -131,7 +135,7 @@ def _depth_source(source: str) -> Source:
         for i, list_path in enumerate(list_paths):
             if columns["data_root"][i] is None or columns["npz_root"][i] is None:
                 raise ConfigError(f"dataset.{split}_data_root and {split}_npz_root must be set")
-            names = read_list(list_path, _index_hint(source, split, list_path))
+            names = read_list(list_path, _index_hint(config, source, split, list_path))
             datasets = _depth_datasets(
                 config,
                 source,

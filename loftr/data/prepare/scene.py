@@ -203,7 +203,7 @@ class SceneWriter:
         self.source = source
         self.max_size = max_size
         self._tmp: Path | None = None
-        self._made_out = False
+        self._made: list[Path] = []  # folders this writer made for out, deepest first
         self._started = 0.0
         self._rels: list[str] = []
         self._intrinsics: list[np.ndarray] = []
@@ -222,7 +222,7 @@ class SceneWriter:
             raise ConfigError(f"--max-size {self.max_size}: must be at least 1 pixel")
         if self.out.exists() and not self.out.is_dir():
             raise DataError(f"--out {self.out} exists and is not a folder")
-        self._made_out = not self.out.exists()
+        self._made = [p for p in (self.out, *self.out.parents) if not p.exists()]
         self.out.mkdir(parents=True, exist_ok=True)
         self._tmp = self.out / f".incoming-{self.name}-{os.getpid()}"
         shutil.rmtree(self._tmp, ignore_errors=True)  # left by an earlier, killed run
@@ -234,13 +234,14 @@ class SceneWriter:
         self._discard()
 
     def _discard(self) -> None:
-        """Remove the temporary folder (and ``out`` when this writer made it and it is empty)."""
+        """Remove the temporary folder, and the folders made for ``out`` that are still empty."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        if self._made_out and self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
-        self._made_out = False
+        for folder in self._made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self._made = []
 
     def _staging(self) -> Path:
         if self._tmp is None:
@@ -507,6 +508,10 @@ class SceneWriter:
         for stem in stems:
             (out / "index" / "scene_info" / f"{stem}.npz").unlink(missing_ok=True)
         target = out / "scenes" / self.name
+        # old copies of this scene a crashed run left (docs/prepare.md#how-a-scene-is-written)
+        for stale in out.glob(f".outgoing-{self.name}-*"):
+            if stale.name[len(f".outgoing-{self.name}-") :].isdigit():
+                shutil.rmtree(stale, ignore_errors=True)
         outgoing = out / f".outgoing-{self.name}-{os.getpid()}"
         if target.exists():
             os.rename(target, outgoing)

@@ -286,6 +286,33 @@ def test_photometric_depth_maps(text_workspace, tmp_path, capsys):
     assert report["depth_source"] == "photometric" and report["images"] == N_FRAMES
 
 
+def test_images_without_points_or_depth_are_refused_and_counted(text_workspace, tmp_path):
+    root = tmp_path / "ws"
+    shutil.copytree(text_workspace.root, root)
+    rec = pycolmap.Reconstruction(str(root / "sparse"))
+    lonely = next(im for im in rec.images.values() if im.name == "cam2/0003.jpg")
+    for idx, point in enumerate(lonely.points2D):
+        if point.has_point3D():
+            rec.delete_observation(lonely.image_id, idx)
+    rec.write_text(str(root / "sparse"))
+    write_colmap_array(root / "stereo/depth_maps/cam1/0006.jpg.geometric.bin", np.zeros((120, 160)))
+    argv = ["colmap", "--model", str(root / "sparse"), "--images", str(root / "images")]
+    # elsewhere: --depth names the workspace or its depth_maps folder
+    shutil.move(root / "stereo", tmp_path / "dense" / "stereo")
+    for depth in (tmp_path / "dense", tmp_path / "dense" / "stereo" / "depth_maps"):
+        out = tmp_path / depth.name
+        assert main([*argv, "--out", str(out), "--name", SCENE, "--depth", str(depth)]) == 0
+        report = json.loads((out / "reports" / f"{SCENE}.json").read_text())
+        assert report["images"] == N_FRAMES - 2
+        assert report["refused"] == {
+            "observes no 3D point": 1,
+            "depth map without a valid pixel": 1,
+        }
+        assert report["refused_examples"]["observes no 3D point"] == ["cam2/0003.jpg"]
+        written = {_rel(p) for info in _infos(out).values() for p in info["image_paths"]}
+        assert not written & {"cam2/0003.jpg", "cam1/0006.jpg"}
+
+
 # --- bad input: one line naming the culprit, --out untouched ---------------------------------
 
 

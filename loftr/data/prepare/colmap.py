@@ -217,8 +217,8 @@ def plan_images(
     """Check every image of the model before anything is written.
 
     Returns:
-        The registered images that observe a 3D point, sorted by name, and the refused ones
-        (``{reason: [names]}``).
+        The registered images (those with a pose) that observe a 3D point, sorted by name, and
+        the refused ones (``{reason: [names]}``).
 
     Raises:
         DataError: naming the culprit: a distorted camera, an image missing on disk or of
@@ -235,10 +235,7 @@ def plan_images(
         )
     refused: dict[str, list[str]] = {}
     planned = []
-    for image in sorted(rec.images.values(), key=lambda im: im.name):
-        if not image.has_pose:
-            refused.setdefault("not registered (no pose)", []).append(image.name)
-            continue
+    for image in sorted((rec.image(i) for i in rec.reg_image_ids()), key=lambda im: im.name):
         camera = rec.camera(image.camera_id)
         where = f"camera {image.camera_id} of image {image.name} in COLMAP model {model_dir}"
         K = camera_matrix(camera, where)

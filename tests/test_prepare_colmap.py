@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pytest
@@ -349,6 +350,12 @@ def _image_missing(root: Path) -> str:
     return "lists image cam2/0005.jpg, but"
 
 
+def _image_resized(root: Path) -> str:
+    image = root / "images" / "cam1" / "0002.jpg"
+    cv2.imwrite(str(image), cv2.resize(cv2.imread(str(image)), (80, 60)))
+    return "cam1/0002.jpg is 80x60 but camera 1"
+
+
 def _garbled_model(root: Path) -> str:
     (root / "sparse" / "cameras.txt").write_text("1 PINHOLE abc\n")
     return "sparse cannot be read"
@@ -364,7 +371,7 @@ def _empty(root: Path) -> str:
 DAMAGES = [_distorted, _no_depth, _one_depth_missing, _odd_depth_size, _image_missing, _empty]
 
 
-@pytest.mark.parametrize("damage", [*DAMAGES, _garbled_model])
+@pytest.mark.parametrize("damage", [*DAMAGES, _image_resized, _garbled_model])
 def test_bad_input_fails_in_one_line(text_workspace, tmp_path, capsys, damage):
     root = tmp_path / "ws"
     shutil.copytree(text_workspace.root, root)

@@ -21,18 +21,13 @@ from torch.utils.data import default_collate
 from loftr.data.covisibility import overlap_score, relative_pose
 from loftr.data.megadepth import DEPTH_PAD_SIZE, MegaDepthDataset, pad_bottom_right
 from loftr.data.prepare.__main__ import main
+from loftr.data.prepare.colmap import camera_matrix, overlap_scores, read_colmap_depth
 from loftr.data.scene_info import OVERLAP_BINS, load_scene_info
 from loftr.supervision import compute_supervision_coarse
 from tests.helpers.colmap_scene import CAMERAS, write_colmap_array, write_colmap_scene
 from tests.helpers.geometry import reprojection_agreement
 
-pycolmap = pytest.importorskip("pycolmap")
-
-from loftr.data.prepare.colmap import (  # noqa: E402  (needs pycolmap's skip above)
-    camera_matrix,
-    overlap_scores,
-    read_colmap_depth,
-)
+pycolmap = pytest.importorskip("pycolmap")  # the [colmap] extra
 
 N_FRAMES = 12
 SCENE = "plaza"
@@ -138,7 +133,7 @@ def _pairs(out: Path):
         npz = out / "index" / "scene_info" / f"{stem}.npz"
         dataset = MegaDepthDataset(out, npz, "train", 0.0, img_resize=160)
         for idx in range(len(dataset)):
-            yield dataset, dataset[idx]
+            yield dataset[idx]
 
 
 def test_warps_and_coarse_ground_truth_match_the_renderer(converted, workspace):
@@ -148,7 +143,7 @@ def test_warps_and_coarse_ground_truth_match_the_renderer(converted, workspace):
     ground truth equals the one built from the renderer's own depth, intrinsics and poses."""
     out, _ = converted
     agree = covisible = n_pairs = 0
-    for _, item in _pairs(out):
+    for item in _pairs(out):
         n_pairs += 1
         (K0, P0, D0), (K1, P1, D1) = (_truth(workspace, _rel(name)) for name in item["pair_names"])
         d0 = item["depth0"].numpy()[: D0.shape[0], : D0.shape[1]]  # the loader pads to 2000

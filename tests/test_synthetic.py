@@ -25,6 +25,7 @@ import pytest
 from loftr.data import synthetic as syn
 from loftr.data.synthetic import __main__ as synthetic_cli
 from loftr.errors import ConfigError, DataError
+from tests.helpers.geometry import reprojection_agreement
 
 TINY_SCANNET = {
     "train_scenes": 1,
@@ -46,54 +47,6 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------------
 # helpers: an independent reprojection check on arrays read from disk
 # --------------------------------------------------------------------------------------------
-
-
-def reprojection_agreement(
-    depth0: np.ndarray,
-    depth1: np.ndarray,
-    K0: np.ndarray,
-    K1: np.ndarray,
-    T_0to1: np.ndarray,
-    tol: float = 0.01,
-) -> tuple[float, int]:
-    """Share of co-visible image-0 pixels whose reprojected depth agrees with image 1's.
-
-    Every image-0 pixel with depth is moved into camera 1; where it lands in front of camera 1,
-    inside the image, its z is compared with image 1's depth at the nearest pixel. Co-visible
-    means: not occluded (a point farther than image 1's surface is hidden behind it) and landing
-    where image 1's surface is resolved, i.e. its depth varies by at most 5 % over the 3x3
-    neighbourhood (no depth edge, no surface seen edge-on, where the nearest pixel may show
-    another surface). A co-visible point nearer than image 1's surface cannot exist if the
-    geometry is exact (it would be seen instead), so the agreement is ``agree / (agree + nearer)``.
-
-    Returns:
-        ``(agreement, number of co-visible pixels)``.
-    """
-    depth0 = np.asarray(depth0, np.float64)
-    depth1 = np.asarray(depth1, np.float64)
-    K0, K1, T_0to1 = (np.asarray(m, np.float64) for m in (K0, K1, T_0to1))
-    kernel = np.ones((3, 3), np.uint8)
-    hi = cv2.dilate(depth1.astype(np.float32), kernel).astype(np.float64)
-    lo = cv2.erode(depth1.astype(np.float32), kernel).astype(np.float64)
-    resolved = (lo > 0) & (hi - lo <= 0.05 * lo)
-    ys, xs = np.nonzero(depth0 > 0)
-    z0 = depth0[ys, xs]
-    pts0 = np.linalg.inv(K0) @ np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64) * z0
-    pts1 = T_0to1[:3, :3] @ pts0 + T_0to1[:3, 3:]
-    front = pts1[2] > 1e-6
-    pts1 = pts1[:, front]
-    proj = K1 @ (pts1 / pts1[2])
-    u, v = np.rint(proj[0]).astype(np.int64), np.rint(proj[1]).astype(np.int64)
-    h1, w1 = depth1.shape
-    inside = (u >= 0) & (u < w1) & (v >= 0) & (v < h1)
-    z1, u, v = pts1[2, inside], u[inside], v[inside]
-    keep = resolved[v, u]
-    d1 = depth1[v[keep], u[keep]]
-    rel = (z1[keep] - d1) / d1
-    agree = np.abs(rel) <= tol
-    nearer = rel < -tol
-    covisible = int(agree.sum() + nearer.sum())
-    return (float(agree.sum()) / covisible if covisible else 0.0), covisible
 
 
 def assert_item_reprojects(item: dict) -> None:

@@ -16,7 +16,8 @@ import pytest
 from loftr.config.validate import validate
 from loftr.data.covisibility import covisibility, overlap_score, relative_pose
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.data.prepare.scene import PreparedFrame, PreparedPair, SceneWriter
+from loftr.data.prepare.frames import PreparedFrame
+from loftr.data.prepare.scene import PreparedPair, SceneWriter
 from loftr.data.synthetic import make_texture_bank, outdoor_scene, render_view
 from loftr.data.synthetic.cameras import outdoor_trajectories
 from loftr.errors import ConfigError, DataError

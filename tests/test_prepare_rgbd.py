@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from loftr.data.covisibility import overlap_score, relative_pose, reproject
 from loftr.data.io import read_gray, read_megadepth_depth
 from loftr.data.megadepth import DEPTH_PAD_SIZE, MegaDepthDataset, pad_bottom_right
-from loftr.data.prepare import rgbd
+from loftr.data.prepare import rgbd, rgbd_frames, rgbd_layouts
 from loftr.data.prepare.__main__ import build_parser, main
 from loftr.data.scene_info import load_scene_info
 from loftr.errors import ConfigError
@@ -184,7 +184,7 @@ def test_quaternion_is_read_x_y_z_w() -> None:
     """90 degrees about z, written x y z w = (0, 0, sin 45, cos 45): x goes to y."""
     s = np.sqrt(0.5)
     expected = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(rgbd.quaternion_matrix(0.0, 0.0, s, s), expected, atol=1e-12)
+    np.testing.assert_allclose(rgbd_layouts.quaternion_matrix(0.0, 0.0, s, s), expected, atol=1e-12)
 
 
 def test_association_rule() -> None:
@@ -192,7 +192,7 @@ def test_association_rule() -> None:
     rgb = np.array([10.000, 10.100, 10.200, 10.300, 10.400, 10.410])
     depth = np.array([10.005, 10.119, 10.221, 10.290, 10.310, 10.404])
     pose = np.array([10.000, 10.100, 10.200, 10.405])
-    depth_idx, pose_idx, reasons = rgbd.associate(rgb, depth, pose, 0.02)
+    depth_idx, pose_idx, reasons = rgbd_layouts.associate(rgb, depth, pose, 0.02)
     # 19 ms is in, 21 ms out; 10.300 has depth (a 10 ms tie: the earlier) but no pose; 10.404
     # is nearer 10.400 (4 ms) than 10.410 (6 ms)
     assert depth_idx.tolist() == [0, 1, -1, -1, 5, -1]
@@ -277,9 +277,9 @@ def test_keyframes_by_overlap_and_by_baseline(tmp_path: Path, seq: ts.RenderedSe
 def test_baseline_step_counts_metres_and_degrees() -> None:
     """Hand-made poses: the baseline rule takes the centre's distance and the relative rotation's
     angle, either one enough."""
-    rule = rgbd.KeyframeRule(baseline=rgbd.parse_baseline("1.0,20"))
+    rule = rgbd_frames.KeyframeRule(baseline=rgbd.parse_baseline("1.0,20"))
     depth = np.ones((4, 4), np.float32)
-    last = rgbd.KeptFrame(depth, ts.K, np.eye(4))
+    last = rgbd_frames.KeptFrame(depth, ts.K, np.eye(4))
 
     def pose(degrees: float, along_x: float) -> np.ndarray:
         """World-to-camera pose of a camera turned about y and moved along x (camera-to-world)."""

@@ -1,5 +1,5 @@
-"""The scene writer of prepared sets (loftr.data.prepare.scene, docs/prepare.md) on hand-made
-frames: bins, the overlap and per-image limits, reading back through the MegaDepth loader,
+"""The scene writer of prepared sets (loftr.data.prepare.scene and .frames, docs/prepare.md) on
+hand-made frames: bins, the overlap and per-image limits, reading back through the MegaDepth loader,
 replacing and combining scenes, cleanup, bad names; and the command's shared options."""
 
 from __future__ import annotations
@@ -16,14 +16,8 @@ import pytest
 from loftr.data.io import read_megadepth_depth
 from loftr.data.megadepth import MegaDepthDataset
 from loftr.data.prepare import __main__ as cli
-from loftr.data.prepare.scene import (
-    OVERLAP_BINS,
-    PreparedFrame,
-    PreparedPair,
-    SceneWriter,
-    list_path,
-    resize_frame,
-)
+from loftr.data.prepare.frames import PreparedFrame, resize_frame
+from loftr.data.prepare.scene import OVERLAP_BINS, PreparedPair, SceneWriter, list_path
 from loftr.data.scene_info import load_scene_info
 from loftr.errors import ConfigError, DataError
 

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loftr.data.prepare.scene import SPLITS, format_report
+from loftr.data.prepare.report import format_report
+from loftr.data.prepare.scene import SPLITS
 from loftr.data.scene_info import OVERLAP_BINS
 from loftr.errors import LoFTRError
 

@@ -22,13 +22,8 @@ from typing import Any
 import numpy as np
 
 from loftr.data.io import check_dir, check_file, image_size
-from loftr.data.prepare.scene import (
-    PreparedFrame,
-    PreparedPair,
-    SceneWriter,
-    fit_size,
-    resize_frame,
-)
+from loftr.data.prepare.frames import PreparedFrame, fit_size, resize_frame
+from loftr.data.prepare.scene import PreparedPair, SceneWriter
 from loftr.data.scene_info import OVERLAP_BINS
 from loftr.errors import ConfigError, DataError
 

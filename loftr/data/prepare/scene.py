@@ -2,11 +2,12 @@
 out (docs/prepare.md).
 
 A converter reads its source, validates it, then opens a :class:`SceneWriter` and hands it one
-:class:`PreparedFrame` at a time (image, intrinsics, world-to-camera pose, depth) and finally the
-scored :class:`PreparedPair` list. The writer resizes frames above ``max_size``, writes images and
-h5 depth maps into a hidden folder inside ``out``, bins the pairs by overlap into one scene info
-per bin, and only then moves the scene into place and rewrites the list files, so ``out`` never
-shows a half-written scene (docs/prepare.md#how-a-scene-is-written).
+:class:`~loftr.data.prepare.frames.PreparedFrame` at a time (image, intrinsics, world-to-camera
+pose, depth) and finally the scored :class:`PreparedPair` list. The writer resizes frames above
+``max_size`` (``loftr.data.prepare.frames``), writes images and h5 depth maps into a hidden
+folder inside ``out``, bins the pairs by overlap into one scene info per bin, and only then moves
+the scene into place and rewrites the list files, so ``out`` never shows a half-written scene
+(docs/prepare.md#how-a-scene-is-written).
 """
 
 from __future__ import annotations
@@ -24,49 +25,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from loftr.data.io import check_matrix, image_size, write_megadepth_depth
+from loftr.data.io import check_matrix, write_megadepth_depth
+from loftr.data.prepare.frames import PreparedFrame, fit_size, frame_size, resize_frame
 from loftr.data.scene_info import OVERLAP_BINS, bin_stem, save_scene_info_npz
 from loftr.errors import ConfigError, DataError
 
-__all__ = [
-    "OVERLAP_BINS",
-    "SPLITS",
-    "PreparedFrame",
-    "PreparedPair",
-    "SceneWriter",
-    "fit_size",
-    "format_report",
-    "list_path",
-    "resize_frame",
-]
+__all__ = ["OVERLAP_BINS", "SPLITS", "PreparedPair", "SceneWriter", "list_path"]
 
 SPLITS = ("train", "val", "test")
 # A scene name is one folder name: it names the scene folder, its scene infos and its report.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Examples of refused frames the report keeps per reason.
 _REFUSED_EXAMPLES = 5
-
-
-@dataclass
-class PreparedFrame:
-    """One frame as a converter hands it to :meth:`SceneWriter.add_frame`.
-
-    Attributes:
-        rel: the image's path inside the scene's ``images/`` folder, posix, sub-folders allowed
-            (``"sub/0001.jpg"``); its suffix picks the encoding of an array image.
-        image: a uint8 grey ``(H, W)`` or BGR ``(H, W, 3)`` array to encode, or a source file
-            copied byte for byte when no resize is needed.
-        K: (3, 3) intrinsics of that image in pixels, pixel centres at integer coordinates.
-        T_w2c: (4, 4) world-to-camera pose.
-        depth: (H, W) camera-frame z in metres, exactly the image's size; 0 = unknown (values
-            that are not finite or not positive are written as 0).
-    """
-
-    rel: str
-    image: np.ndarray | Path
-    K: np.ndarray
-    T_w2c: np.ndarray
-    depth: np.ndarray
 
 
 @dataclass
@@ -84,52 +54,6 @@ class PreparedPair:
     j: int
     overlap: float
     central_match: np.ndarray
-
-
-def _read_color(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} is corrupt or not an image OpenCV can decode")
-    return image
-
-
-def _frame_size(frame: PreparedFrame) -> tuple[int, int]:
-    """``(w, h)`` of a frame's image."""
-    if isinstance(frame.image, np.ndarray):
-        return int(frame.image.shape[1]), int(frame.image.shape[0])
-    return image_size(frame.image)
-
-
-def resize_frame(frame: PreparedFrame, size: tuple[int, int]) -> PreparedFrame:
-    """``frame`` at ``size`` = ``(w, h)`` pixels.
-
-    The image is resampled with area averaging (``cv2.INTER_AREA``), the depth takes the nearest
-    source pixel of every new pixel centre (depth is never blended across edges), and the
-    intrinsics follow the pixel-centre rule ``x' = (x + 0.5) * s - 0.5`` per axis, with
-    ``s = w' / w`` horizontally and ``h' / h`` vertically. A file image is decoded (BGR).
-    """
-    w, h = _frame_size(frame)
-    new_w, new_h = int(size[0]), int(size[1])
-    if new_w < 1 or new_h < 1:
-        raise ValueError(f"cannot resize frame {frame.rel} to {new_w}x{new_h}")
-    image = frame.image if isinstance(frame.image, np.ndarray) else _read_color(frame.image)
-    sx, sy = new_w / w, new_h / h
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    # the source pixel whose area holds each new pixel centre: floor((x' + 0.5) / s)
-    xi = np.minimum(np.floor((np.arange(new_w) + 0.5) / sx).astype(np.int64), w - 1)
-    yi = np.minimum(np.floor((np.arange(new_h) + 0.5) / sy).astype(np.int64), h - 1)
-    depth = np.asarray(frame.depth)[np.ix_(yi, xi)]
-    scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    K = scale @ np.asarray(frame.K, np.float64)
-    return replace(frame, image=resized, K=K, depth=depth)
-
-
-def fit_size(w: int, h: int, max_size: int) -> tuple[int, int] | None:
-    """The ``(w, h)`` whose longer side is ``max_size``, or None when the image fits already."""
-    if max(w, h) <= max_size:
-        return None
-    s = max_size / max(w, h)
-    return max(1, round(w * s)), max(1, round(h * s))
 
 
 def list_path(out: Path, split: str) -> Path:
@@ -189,7 +113,8 @@ class SceneWriter:
         name: the scene's name, one folder name.
         split: ``train``, ``val`` or ``test``: the list the scene goes to.
         source: what the scene was made from, for the report (``"colmap"``).
-        max_size: frames whose longer side is larger are downscaled to it (:func:`resize_frame`).
+        max_size: frames whose longer side is larger are downscaled to it
+            (``loftr.data.prepare.frames.resize_frame``).
 
     Raises:
         ConfigError: (on enter) a bad name, split or max_size.
@@ -272,7 +197,7 @@ class SceneWriter:
                 f"frame {rel}: image is {frame.image.dtype} {frame.image.shape}; expected uint8 "
                 "(H, W) grey or (H, W, 3) BGR"
             )
-        w, h = _frame_size(frame)
+        w, h = frame_size(frame)
         depth = np.asarray(frame.depth)
         if depth.shape != (h, w):
             raise DataError(
@@ -541,31 +466,3 @@ class SceneWriter:
         if not path.is_file():
             return []
         return [line.split()[0] for line in path.read_text().splitlines() if line.split()]
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report as a short table for the terminal."""
-    coverage = report["depth_coverage"]
-    bins = ", ".join(f"{k}: {v}" for k, v in report["pairs_per_bin"].items())
-    refused = ", ".join(f"{reason}: {n}" for reason, n in report["refused"].items()) or "none"
-    rows = [
-        ("scene", f"{report['name']} ({report['split']}, from {report['source']})"),
-        ("images", str(report["images"])),
-        ("refused", refused),
-        ("pairs", f"{report['pairs_written']} written of {report['pairs_considered']} considered"),
-        ("per bin", bins),
-        (
-            "left out",
-            f"{report['below_min_overlap']} below min overlap, {report['above_max_overlap']} "
-            f"above {OVERLAP_BINS[-1][1]}, {report['over_max_pairs_per_image']} over the "
-            "per-image cap",
-        ),
-        (
-            "depth",
-            f"{coverage['mean']:.1%} of pixels on average (min {coverage['min']:.1%}, max "
-            f"{coverage['max']:.1%})",
-        ),
-        ("seconds", f"{report['seconds']:.1f}"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -231,6 +231,18 @@ def test_missing_root_and_wrongly_linked_root(scene: dict[str, Path], tmp_path: 
         MegaDepthDataset(scene["root"], scene["npz"], "train", img_resize=64)
 
 
+def test_setup_replaces_the_megadepth_hint(scene: dict[str, Path], tmp_path: Path) -> None:
+    """``setup`` (a prepared set's command) is the hint for a missing root, index or file."""
+    step = "run the converter again"
+    with pytest.raises(DataError, match=r"train root .*absent does not exist; run the converter"):
+        MegaDepthDataset(tmp_path / "absent", scene["npz"], "train", img_resize=64, setup=step)
+    with pytest.raises(DataError, match=r"none\.npz does not exist; run the converter again$"):
+        MegaDepthDataset(scene["root"], tmp_path / "none.npz", "val", setup=step)
+    (scene["root"] / "Undistorted_SfM").rename(tmp_path / "moved")
+    with pytest.raises(DataError, match=r"0000\.jpg does not exist; run the converter again$"):
+        MegaDepthDataset(scene["root"], scene["npz"], "train", img_resize=64, setup=step)
+
+
 def test_depth_larger_than_pad_is_an_error(tmp_path: Path) -> None:
     import h5py
 

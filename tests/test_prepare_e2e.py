@@ -6,6 +6,7 @@ prepared set is one line that names the command which makes it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,27 @@ def test_custom_points_into_the_prepared_set_and_custom_test_only_evaluates() ->
     assert test.dataset.test_list_path == "/sets/mine/index/test_list.txt"
     with pytest.raises(ConfigError, match=r"loftr\.evaluate ckpt_path=PATH dataset=custom_test"):
         validate(compose_cfg("train", "dataset=custom_test"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "dataset", "stage", "missing"),
+    [
+        ("train", "custom", "fit", "scenes/plaza_a/depths/0000.h5"),
+        ("evaluate", "custom_test", "test", "scenes/plaza_c/images/0003.png"),
+    ],
+)
+def test_a_prepared_scene_missing_files_names_the_command_not_megadepth(
+    prepared: Path, tmp_path: Path, entry: str, dataset: str, stage: str, missing: str
+) -> None:
+    """A scene's image or depth deleted after preparation: the hint is to prepare it again, not
+    to link MegaDepth's folders."""
+    out = tmp_path / "set"
+    shutil.copytree(prepared, out)
+    (out / missing).unlink()
+    cfg = compose_cfg(entry, f"dataset={dataset}", f"dataset.root={out}")
+    with pytest.raises(DataError) as err:
+        LoFTRDataModule(cfg.dataset).setup(stage)
+    message = str(err.value)
+    assert f"{out / missing} does not exist" in message
+    assert f"python -m loftr.data.prepare colmap|rgbd --out {out}" in message
+    assert "phoenix" not in message and "\n" not in message

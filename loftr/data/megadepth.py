@@ -208,6 +208,9 @@ class MegaDepthDataset(Dataset):
         depth_padding: zero-pad depth to 2000x2000.
         coarse_scale: mask downsampling factor. The original always used 0.125
         (docs/original.md#megadepth).
+        setup: the set-up step a missing root, scene info, image or depth file points to; None
+            for MegaDepth's (``loftr.data.layout.setup_hint``). A prepared set
+            (docs/prepare.md) passes the converters' command, which makes all of them.
 
     Raises:
         ConfigError: training without ``img_resize`` or without image and depth padding.
@@ -225,6 +228,7 @@ class MegaDepthDataset(Dataset):
         img_padding: bool = True,
         depth_padding: bool = True,
         coarse_scale: float = 0.125,
+        setup: str | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -250,10 +254,11 @@ class MegaDepthDataset(Dataset):
         self.depth_pad_to = DEPTH_PAD_SIZE if depth_padding else None
         self.coarse_scale = coarse_scale
 
-        root_hint = setup_hint("megadepth_root", self.root_dir)
+        root_hint = setup or setup_hint("megadepth_root", self.root_dir)
         check_dir(self.root_dir, f"MegaDepth {mode} root", root_hint)
         index_part = "megadepth_index" if mode == "train" else "megadepth_test_index"
-        info = load_scene_info(self.npz_path, setup_hint(index_part, self.npz_path.parent))
+        index_hint = setup or setup_hint(index_part, self.npz_path.parent)
+        info = load_scene_info(self.npz_path, index_hint)
         min_overlap_score = 0.0 if mode == "test" else min_overlap_score
         self.pair_infos = [p for p in info["pair_infos"] if p[1] > min_overlap_score]
         self.image_paths = info["image_paths"]

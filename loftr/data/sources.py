@@ -89,6 +89,8 @@ def _depth_datasets(
         ]
     from loftr.data.megadepth import MegaDepthDataset
 
+    # a prepared set's images and depths come from the converters' command, as its indices do
+    prepared = hint if config.get("root") is not None else None
     return [
         MegaDepthDataset(
             data_root,
@@ -100,6 +102,7 @@ def _depth_datasets(
             img_padding=bool(config.get("mgdpt_img_pad", True)),
             depth_padding=bool(config.get("mgdpt_depth_pad", True)),
             coarse_scale=MEGADEPTH_COARSE_SCALE,
+            setup=prepared,
         )
         for f in files
     ]

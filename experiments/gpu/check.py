@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import math
@@ -310,11 +311,11 @@ def time_inference(device: str, size: tuple[int, int], mode: str, runs: int) -> 
     """
     import torch
 
-    from experiments.bench.common import conditioned_models, median, model_config, time_alternating
+    from experiments.bench.common import median, model_config, time_alternating
     from loftr.model import LoFTR
 
     width, height = size
-    kornia_model, ours, image0, image1 = conditioned_models(width, height, THR)
+    kornia_model, ours, image0, image1 = _benchmark_models(width, height)
     if mode == "compile":
         compiled = LoFTR(model_config(THR) | {"compile": True}).eval()
         compiled.load_state_dict(ours.state_dict())
@@ -356,6 +357,14 @@ def time_inference(device: str, size: tuple[int, int], mode: str, runs: int) -> 
         "matches_kornia": matches["kornia"],
         "ok": True,
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _benchmark_models(width: int, height: int) -> tuple[Any, Any, Any, Any]:
+    """`conditioned_models` of one size, built once for the three timing modes."""
+    from experiments.bench.common import conditioned_models
+
+    return conditioned_models(width, height, THR)
 
 
 # ------------------------------------------------------------------------------------ DDP
@@ -650,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", type=Path, default=SITE)
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="show library logs and warnings")
+    parser.add_argument(
+        "--install-only", action="store_true", help="install the missing wheels, run nothing"
+    )
     parser.add_argument("--ddp-worker", choices=("nccl", "gloo"), help=argparse.SUPPRESS)
     parser.add_argument("--ddp-steps", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--ddp-out", help=argparse.SUPPRESS)
@@ -666,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
         ddp_worker(args.ddp_worker, args.device, args.ddp_steps, args.ddp_out)
         return 0
     wheels = prepare_imports(args.wheels, args.site)
+    if args.install_only:
+        print(f"installed {len(wheels['installed'])} wheels into {args.site}: run the tests with")
+        print(f"PYTHONPATH={args.site}:{ROOT} python3 -m pytest -m gpu")
+        return 0
     if not args.verbose:  # one report: Lightning's notices and library warnings left out
         warnings.simplefilter("ignore")
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):

@@ -391,7 +391,8 @@ def ddp_rank(rank: int, backend: str, device: str, port: int, steps: int, out: s
     from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(backend, rank=rank, world_size=2)
+    timeout = datetime.timedelta(seconds=60)  # a refusing backend fails instead of hanging
+    dist.init_process_group(backend, rank=rank, world_size=2, timeout=timeout)
     try:
         if device == "cuda":
             torch.cuda.set_device(0)
@@ -461,7 +462,7 @@ def shifted_pair(dx: int, dy: int, size: tuple[int, int] = (160, 120)) -> dict[s
     }
 
 
-def check_ddp(device: str, steps: int, timeout_s: float = 150) -> dict[str, Any]:
+def check_ddp(device: str, steps: int, timeout_s: float = 120) -> dict[str, Any]:
     """The 2-process run over NCCL (CUDA), or over gloo when NCCL refuses or there is no CUDA."""
     attempts: list[dict[str, Any]] = []
     for backend in ("nccl", "gloo") if device == "cuda" else ("gloo",):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -203,9 +205,13 @@ def install_missing(wheels: Path, site: Path) -> dict[str, list[str]]:
             missing.append(wheel)
             continue
         present.append(f"{name} {have}")
-    if missing:
+    if missing and importlib.util.find_spec("pip") is not None:
         _pip("install", "-q", "--no-index", "--no-deps", "--target", str(site), *map(str, missing))
-        importlib.invalidate_caches()
+    else:  # no pip: a wheel's files unpacked into the folder are the package installed
+        for wheel in missing:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+    importlib.invalidate_caches()
     return {"installed": ["==".join(wheel_distribution(w)) for w in missing], "present": present}
 
 

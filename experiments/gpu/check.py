@@ -705,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PYTHONPATH={args.site}:{ROOT} python3 -m pytest -m gpu")
         return 0
     if not args.verbose:  # one report: Lightning's notices and library warnings left out
+        import lightning.pytorch  # noqa: F401  (it sets its loggers' levels when imported)
+
         warnings.simplefilter("ignore")
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.ERROR)

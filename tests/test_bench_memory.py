@@ -9,6 +9,7 @@ from experiments.bench import bench_memory
 pytestmark = pytest.mark.usefixtures("in_repo")  # the default run's data/synthetic
 
 
+@pytest.mark.slow  # the paper model's warm-up and measured training steps: ~20 s here
 def test_one_measured_step_reports_every_stage():
     result = bench_memory.measure(128, 96, 1, ["model.match_coarse.train_pad_num_gt_min=20"])
     assert list(result["stages"]) == list(bench_memory.STAGES)

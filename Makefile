@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast lint format bench
+.PHONY: install train test test-fast lint format bench gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -36,3 +36,15 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench.run_all $(ARGS)
+
+# The GPU check (experiments/gpu/check.py). `make gpu-wheels` here, with the package index:
+# the Python 3.12 wheels of what a bare GPU machine lacks, into experiments/gpu/wheels/.
+# `make gpu-check` there: our venv's Python when there is one, else the machine's python3 with
+# its own CUDA torch; without CUDA it prints one line and exits 0.
+GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+gpu-wheels: $(STAMP)
+	$(PY) -m experiments.gpu.wheels
+
+gpu-check:
+	$(GPU_PY) -m experiments.gpu.check $(ARGS)

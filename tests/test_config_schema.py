@@ -219,5 +219,10 @@ def test_a_checkpoint_from_before_the_schema_resumes_without_reported_changes():
         node = functools.reduce(dict.__getitem__, parents, saved)
         assert node.pop(leaf) is None
     assert config_changes(saved, current) == []
+    # checkpointing changes how a step is computed, not what: absent or switched, no change
+    assert saved["model"].pop("checkpoint_activations") is False
+    assert config_changes(saved, current) == []
+    current["model"]["checkpoint_activations"] = True
+    assert config_changes(saved, current) == []
     saved["model"]["coarse"]["attention"] = "full"
     assert config_changes(saved, current) == ["model.coarse.attention: 'full' -> 'linear'"]

@@ -194,6 +194,7 @@ class ModelConf:
     fine_concat_coarse_feat: bool = MISSING
     fine_windows_only: bool = MISSING
     compile: bool = MISSING
+    checkpoint_activations: bool = MISSING
     resnetfpn: ResNetFPNConf = field(default_factory=ResNetFPNConf)
     coarse: CoarseConf = field(default_factory=CoarseConf)
     match_coarse: MatchCoarseConf = field(default_factory=MatchCoarseConf)

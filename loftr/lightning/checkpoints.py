@@ -52,6 +52,9 @@ TRAINING_KEYS = (
     "hardware.sync_batchnorm",
     "trainer.limit_train_batches",
 )
+# model keys that change how a step is computed, not what: a resume may switch them (a run
+# that ran out of memory continues with checkpointing on) and older checkpoints lack them
+HOW_NOT_WHAT_KEYS = ("model.checkpoint_activations",)
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -262,7 +265,9 @@ def config_changes(
 
     An absent key equals a null one: the schema's optional keys (`model.coarse.layer_type`,
     `dataset.test_only`, ...) are null in every config now, and absent from older checkpoints.
+    `HOW_NOT_WHAT_KEYS` are always allowed.
     """
+    allowed = (*allowed, *HOW_NOT_WHAT_KEYS)
     before, after = training_values(saved), training_values(current)
     return [
         f"{k}: {before.get(k, '(absent)')!r} -> {after.get(k, '(absent)')!r}"

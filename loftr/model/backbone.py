@@ -26,6 +26,7 @@ from kornia.feature.loftr.backbone import resnet_fpn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from loftr.model.activation_checkpointing import CheckpointedStage
 from loftr.model.fine import MAX_SPARSE_COVERAGE, LazyFineMaps
 
 # nn.LeakyReLU's default slope, used by the FPN output branches (docs/original.md#backbone)
@@ -139,6 +140,11 @@ class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's cla
                 FoldedConv(self.layer1_outconv2[3]),
             ),
         }
+
+    def _make_layer(self, block: Any, dim: int, stride: int = 1) -> nn.Sequential:
+        """kornia's stage of two blocks, as a `CheckpointedStage` (same keys): with
+        `model.checkpoint_activations` it keeps only its input for backward."""
+        return CheckpointedStage(*super()._make_layer(block, dim, stride))
 
     # ---------------------------------------------------------------------- forwards
     def fast_path_applies(self) -> bool:

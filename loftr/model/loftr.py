@@ -14,6 +14,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from loftr.errors import CheckpointError
+from loftr.model.activation_checkpointing import CheckpointedStage
 from loftr.model.backbone import ResNetFPN_8_2, backbone_trunk, build_backbone
 from loftr.model.checkpoint import (
     checkpoint_state_dict,
@@ -25,6 +26,7 @@ from loftr.model.checkpoint import (
 from loftr.model.coarse_matching import CoarseMatching
 from loftr.model.config import checkpoint_model, model_config, normalised_model_config
 from loftr.model.fine import FinePreprocess, LazyFineMaps
+from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import (
     build_feature_transform,
     build_position_encoding,
@@ -50,7 +52,9 @@ class LoFTR(nn.Module):
         or a mapping. Two
             optional keys tune inference only: `fine_windows_only` (default true: the fine
             branch around the selected windows; false: over the whole map) and `compile`
-            (default false: `torch.compile` the backbone trunk and both transformers).
+            (default false: `torch.compile` the backbone trunk and both transformers); one
+            tunes training memory: `checkpoint_activations` (default false: the backbone stages
+            and transformer layers recompute their activations in backward).
         validated: `config` has passed `loftr.model.config.validate_model_config` already (a
             training run's `loftr.config.validate.validate`), so it is not checked again.
 
@@ -82,6 +86,12 @@ class LoFTR(nn.Module):
         self.compile = bool(cfg.get("compile", False))
         self._compiled: dict[str, Any] = {}  # plain attribute: not in the state dict
         self.last_fine_plan: dict[str, Any] | None = None
+        # Training memory (activation_checkpointing.py): the backbone stages and the transformer
+        # layers keep only their inputs for backward and recompute the rest.
+        self.checkpoint_activations = bool(cfg.get("checkpoint_activations", False))
+        for part in self.modules():
+            if isinstance(part, (CheckpointedStage, LocalFeatureTransformer)):
+                part.checkpoint_activations = self.checkpoint_activations
 
     def forward(self, data: dict[str, Any]) -> None:
         """Match `image0` against `image1`, writing the original's output keys into `data`.

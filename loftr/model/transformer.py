@@ -29,6 +29,8 @@ from kornia.feature.loftr.loftr_module.transformer import (
 from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 from torch import nn
 
+from loftr.model.activation_checkpointing import checkpointed, checkpoints_apply
+
 # docs/original.md#transformer: Z = 1 / (phi(Q) . sum_s phi(K_s) + eps)
 LINEAR_ATTENTION_EPS = 1e-6
 # Tokens per group when many short sequences (the fine windows) go through the layers: small
@@ -140,6 +142,8 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
         if config["attention"] == "full":
             for layer in self.layers:
                 layer.attention = MaskedFullAttention()
+        # set by LoFTR from `model.checkpoint_activations`: each layer keeps only its inputs
+        self.checkpoint_activations = False
         # plain attributes: the fused weights are a cache, not state
         self._fused: list[dict[str, torch.Tensor]] | None = None
         self._fused_key: tuple | None = None
@@ -162,6 +166,8 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
         Returns:
             The transformed `(N, L, C)` and `(N, S, C)` tokens.
         """
+        if checkpoints_apply(self.checkpoint_activations):
+            return self._checkpointed_stack(feat0, feat1, mask0, mask1)
         if self.training or torch.is_grad_enabled():
             return super().forward(feat0, feat1, mask0, mask1)
         if self.d_model != feat0.shape[2]:
@@ -186,6 +192,30 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
             ]
             return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
         return self._fast_stack(fused, feat0, feat1, mask0, mask1)
+
+    def _checkpointed_stack(
+        self,
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        mask0: torch.Tensor | None,
+        mask1: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """kornia's layer loop, every layer call checkpointed (autograd recording)."""
+        if self.d_model != feat0.shape[2]:
+            raise ValueError(
+                f"tokens have {feat0.shape[2]} channels; this transformer has d_model "
+                f"{self.d_model}"
+            )
+        for layer, name in zip(self.layers, self.layer_names, strict=True):
+            if name == "self":
+                feat0 = checkpointed(layer, layer, feat0, feat0, mask0, mask0)
+                feat1 = checkpointed(layer, layer, feat1, feat1, mask1, mask1)
+            elif name == "cross":
+                feat0 = checkpointed(layer, layer, feat0, feat1, mask0, mask1)
+                feat1 = checkpointed(layer, layer, feat1, feat0, mask1, mask0)
+            else:
+                raise KeyError(f"layer name {name!r}: use 'self' or 'cross'")
+        return feat0, feat1
 
     def _fast_stack(
         self,

@@ -340,6 +340,11 @@ def _shrink(path: Path) -> None:
     assert cv2.imwrite(str(path), np.full((60, 80), 5000, np.uint16))
 
 
+def _repeat_first_line(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines, lines[0]]))
+
+
 def _nth(root: Path, folder: str, n: int = 2) -> Path:
     return sorted((root / folder).iterdir())[n]
 
@@ -354,6 +359,7 @@ BAD_INPUT = [
     ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "corrupt"),
     ("depth size", "tum", lambda r: _shrink(_nth(r, "depth")), (), "registered pixel for pixel"),
     ("no poses.txt", "folder", lambda r: _drop(r / "poses.txt"), (), "poses.txt"),
+    ("pose twice", "folder", lambda r: _repeat_first_line(r / "poses.txt"), (), "'0000' has a"),
     ("K.txt", "folder", lambda r: (r / "K.txt").write_text("1 2\n"), (), "K.txt"),
 ]
 

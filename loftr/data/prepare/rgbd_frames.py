@@ -1,6 +1,6 @@
 """What both RGB-D layouts share after parsing (docs/prepare.md#rgb-d-sequences): reading a
-frame's colour and depth, the size check, lens undistortion, the keyframe rule and the pair
-scores by depth reprojection (``loftr.data.covisibility``).
+frame's colour and depth (with ``loftr.data.io``'s readers), the size check, lens undistortion,
+the keyframe rule and the pair scores by depth reprojection (``loftr.data.covisibility``).
 """
 
 from __future__ import annotations

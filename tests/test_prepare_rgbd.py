@@ -356,7 +356,7 @@ BAD_INPUT = [
     ("intrinsics string", "tum", None, ("--intrinsics", "120,121,x"), "--intrinsics"),
     ("focal length", "tum", None, ("--intrinsics", "0,121,79,59"), "focal lengths"),
     ("image missing", "tum", lambda r: _drop(_nth(r, "rgb")), (), "rgb.txt: image"),
-    ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "corrupt"),
+    ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "depth map"),
     ("depth size", "tum", lambda r: _shrink(_nth(r, "depth")), (), "registered pixel for pixel"),
     ("no poses.txt", "folder", lambda r: _drop(r / "poses.txt"), (), "poses.txt"),
     ("pose twice", "folder", lambda r: _repeat_first_line(r / "poses.txt"), (), "'0000' has a"),

@@ -143,11 +143,12 @@ def _truncated(data: bytes) -> bool:
     return False
 
 
-def image_size(path: PathLike) -> tuple[int, int]:
+def image_size(path: PathLike, what: str = "image") -> tuple[int, int]:
     """Stored ``(w, h)`` of an image in pixels, from the PNG header when possible (no decoding).
 
     Args:
         path: an image file (PNG headers are parsed directly; other formats are decoded).
+        what: what the file is, for the error message (a depth map PNG is ``"depth map"``).
 
     Returns:
         ``(w, h)`` in pixels.
@@ -155,7 +156,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     Raises:
         DataError: the file is missing or cannot be decoded.
     """
-    p = check_file(path, "image")
+    p = check_file(path, what)
     with open(p, "rb") as f:
         head = f.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
@@ -163,7 +164,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
         return int(w), int(h)
     image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
+        raise DataError(f"{what} {p} is corrupt or not an image OpenCV can decode")
     return int(image.shape[1]), int(image.shape[0])
 
 

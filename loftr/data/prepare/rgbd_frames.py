@@ -131,7 +131,7 @@ def pair_overlap(
 def _depth_size(path: Path) -> tuple[int, int]:
     """``(w, h)`` of a depth map from its header (PNG) or its array header (``.npy``)."""
     if path.suffix != ".npy":
-        return image_size(path)
+        return image_size(path, "depth map")
     try:
         shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
     except (OSError, ValueError) as err:

@@ -18,8 +18,10 @@ from loftr.data.io import (
     load_intrinsics,
     load_scannet_pairs,
     read_gray,
+    read_image,
     read_list,
     read_megadepth_depth,
+    read_png_depth,
     read_pose,
     read_scannet_depth,
 )
@@ -62,6 +64,30 @@ def test_read_gray_missing_corrupt_and_broken_symlink(tmp_path: Path) -> None:
         read_gray(link)
 
 
+def test_read_image_keeps_grey_and_colour_drops_alpha_and_16_bits(tmp_path: Path) -> None:
+    """What a converter resamples keeps its channels: grey stays (h, w), BGR stays BGR, an
+    alpha channel goes, 16-bit samples keep their high byte (4660 = 0x1234 -> 0x12 = 18)."""
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    bgra = np.stack([grey, grey + 50, grey + 100, np.full_like(grey, 7)], axis=2)
+    cases = {
+        "grey.png": (grey, grey),
+        "bgr.png": (bgra[..., :3], bgra[..., :3]),
+        "bgra.png": (bgra, bgra[..., :3]),
+        "sixteen.png": (np.full((3, 4), 4660, np.uint16), np.full((3, 4), 18, np.uint8)),
+    }
+    for name, (stored, expected) in cases.items():
+        assert cv2.imwrite(str(tmp_path / name), stored)
+        out = read_image(tmp_path / name)
+        assert out.dtype == np.uint8, name
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+    with pytest.raises(DataError, match=r"image .*nope\.png does not exist"):
+        read_image(tmp_path / "nope.png")
+    data = (tmp_path / "bgr.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) - 20])
+    with pytest.raises(DataError, match=r"image .*cut\.png is truncated"):
+        read_image(tmp_path / "cut.png")
+
+
 # --- depth and poses ----------------------------------------------------------------------
 
 
@@ -92,6 +118,19 @@ def test_scannet_depth_is_millimetres_to_metres(tmp_path: Path) -> None:
     out = read_scannet_depth(tmp_path / "d.png")
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.0, 1.0], [1.5, 65.535]], rtol=1e-6)
+
+
+def test_png_depth_divides_by_its_scale_and_names_a_missing_file(tmp_path: Path) -> None:
+    """TUM's 5000 units per metre: 5000 -> 1 m, 12345 -> 2.469 m."""
+    cv2.imwrite(str(tmp_path / "d.png"), np.array([[0, 5000, 12345]], dtype=np.uint16))
+    out = read_png_depth(tmp_path / "d.png", 5000.0)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.0, 1.0, 2.469]], rtol=1e-6)
+    with pytest.raises(DataError, match=r"depth map .*gone\.png does not exist"):
+        read_png_depth(tmp_path / "gone.png", 5000.0)
+    cv2.imwrite(str(tmp_path / "d8.png"), np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"d8\.png has dtype uint8.*expected a single-channel 16"):
+        read_png_depth(tmp_path / "d8.png", 5000.0)
 
 
 def test_scannet_depth_rejects_8bit_and_corrupt(tmp_path: Path) -> None:

@@ -1,74 +1,67 @@
-"""A prepared set end to end (docs/prepare.md): frames rendered from a synthetic plaza go through
-the SceneWriter into train, val and test scenes; `python -m loftr.train dataset=custom` trains on
-them and `python -m loftr.evaluate dataset=custom_test` evaluates the checkpoint. A missing
-prepared set is one line that names the command which makes it."""
+"""A prepared set end to end (docs/prepare.md): synthetic scenes written in the converters' input
+layouts go through `python -m loftr.data.prepare` into one --out, a COLMAP workspace as the train
+scene, a TUM RGB-D sequence as the val scene and a folder-layout sequence as the test scene;
+`python -m loftr.train dataset=custom` trains on them and `python -m loftr.evaluate
+dataset=custom_test` evaluates the checkpoint. A missing prepared set, or a prepared scene's
+missing file, is one line that names the command which makes it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from loftr.config.validate import validate
-from loftr.data.covisibility import covisibility, overlap_score, relative_pose
 from loftr.data.datamodule import LoFTRDataModule
-from loftr.data.prepare.frames import PreparedFrame
-from loftr.data.prepare.scene import PreparedPair, SceneWriter
-from loftr.data.synthetic import make_texture_bank, outdoor_scene, render_view
-from loftr.data.synthetic.cameras import outdoor_trajectories
+from loftr.data.prepare.__main__ import main
+from loftr.data.prepare.scene import SPLITS
+from loftr.data.scene_info import OVERLAP_BINS
 from loftr.errors import ConfigError, DataError
 from tests.helpers import ROOT
+from tests.helpers import tum_scene as ts
+from tests.helpers.colmap_scene import write_colmap_scene
 from tests.helpers.compose import compose_cfg
 from tests.helpers.runs import SINGLE_THREAD, train_command
 
-WIDTH, HEIGHT = 160, 120  # debug=fast's input size: the network sees the images as written
-# the frames of one plaza (8 on arcs around its landmark, overlaps 0.37-0.9) each scene takes:
-# 3 of plaza_a's 6 pairs are below 0.7; plaza_b's pair scores 0.5, plaza_c's 0.56-0.62
-SCENES = {"plaza_a": ("train", (0, 1, 2, 3)), "plaza_b": ("val", (4, 7))}
-SCENES["plaza_c"] = ("test", (3, 4, 5))
-
-
-def _frames() -> list[PreparedFrame]:
-    rng = np.random.default_rng(3)
-    poses, fovs = outdoor_trajectories(rng, 8)
-    scene = outdoor_scene(rng, make_texture_bank(0), poses)
-    frames = []
-    for i, (pose, fov) in enumerate(zip(poses, fovs, strict=True)):
-        f = 0.5 * WIDTH / np.tan(np.deg2rad(fov) / 2)
-        K = np.array([[f, 0.0, (WIDTH - 1) / 2], [0.0, f, (HEIGHT - 1) / 2], [0.0, 0.0, 1.0]])
-        view = render_view(scene, K, pose, WIDTH, HEIGHT, rng=rng)
-        frames.append(PreparedFrame(f"{i:04d}.png", view.image, K, pose, view.depth))
-    return frames
-
-
-def _scored_pairs(frames: list[PreparedFrame]) -> list[PreparedPair]:
-    pairs = []
-    for i in range(len(frames)):
-        for j in range(i + 1, len(frames)):
-            a, b = frames[i], frames[j]
-            t_0to1 = relative_pose(a.T_w2c, b.T_w2c)
-            overlap = overlap_score(a.depth, b.depth, a.K, b.K, t_0to1)
-            central = covisibility(a.depth, b.depth, a.K, b.K, t_0to1).central_match
-            pairs.append(PreparedPair(i, j, overlap, central))
-    return pairs
+# scene -> (split, source in the report, pairs written); the frames are small (160x120 and
+# 128x96, debug=fast's input size or below) and every pair the converters score into the bins is
+# kept: the plaza's 8 frames give 23 of 28 pairs (5 above 0.7), the walk of seed 1 gives 2 of 6
+# (4 below 0.1) and the walk of seed 0 all 6
+SCENES = {
+    "plaza": ("train", "colmap", 23),
+    "walk_tum": ("val", "rgbd (tum)", 2),
+    "walk_folder": ("test", "rgbd (folder)", 6),
+}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
+def prepared(tmp_path_factory) -> tuple[Path, str]:
+    """The prepared set made by the converters' command line, and what the commands printed."""
+    pytest.importorskip("pycolmap")  # the [colmap] extra writes and reads the workspace
+    inputs = tmp_path_factory.mktemp("inputs")
     out = tmp_path_factory.mktemp("prepared")
-    frames = _frames()
-    for name, (split, indices) in SCENES.items():
-        with SceneWriter(out, name, split, "synthetic plaza") as writer:
-            chosen = [frames[i] for i in indices]
-            for f in chosen:
-                writer.add_frame(f)
-            writer.finish(_scored_pairs(chosen))
-    return out
+    colmap = write_colmap_scene(inputs / "colmap", n_frames=8)
+    tum = ts.write_tum(inputs / "tum", ts.render_sequence(4, seed=1))
+    folder = ts.write_folder(inputs / "folder", ts.render_sequence(4, seed=0))
+    every_frame = ("--keyframe-overlap", "1")  # every frame of a walk is a keyframe
+    commands = {
+        "plaza": ("colmap", "--model", str(colmap.model), "--images", str(colmap.images)),
+        "walk_tum": ("rgbd", "--format", "tum", "--root", str(tum), *every_frame)
+        + ("--intrinsics", ts.intrinsics_option()),
+        "walk_folder": ("rgbd", "--format", "folder", "--root", str(folder), *every_frame),
+    }
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for name, argv in commands.items():
+            split = SCENES[name][0]
+            assert main([*argv, "--out", str(out), "--name", name, "--split", split]) == 0, name
+    return out, printed.getvalue()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -76,23 +69,32 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow  # a training and an evaluation in subprocesses (~60 s on the shared machine)
-def test_train_on_a_prepared_set_then_evaluate_it(prepared: Path, tmp_path: Path) -> None:
-    for name in SCENES:
-        report = json.loads((prepared / "reports" / f"{name}.json").read_text())
+def test_train_on_converted_scenes_then_evaluate_them(
+    prepared: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, printed = prepared
+    for name, (split, source, pairs) in SCENES.items():
+        assert f"{name} ({split}, from {source})" in printed
+        assert f"report: {root / 'reports' / name}.json" in printed
+        report = json.loads((root / "reports" / f"{name}.json").read_text())
+        assert report["pairs_written"] == pairs and report["refused"] == {}
         assert report["depth_coverage"]["min"] > 0.5
-    assert json.loads((prepared / "reports" / "plaza_a.json").read_text())["pairs_written"] == 3
+    lists = {s: (root / "index" / f"{s}_list.txt").read_text().split() for s in SPLITS}
+    assert lists["train"] == [f"plaza_{lo}_{hi}" for lo, hi in OVERLAP_BINS]
+    assert lists["val"] == ["walk_tum_0.1_0.3"]  # both of its pairs score below 0.3
+    assert len(lists["test"]) == 3
     run = tmp_path / "run"
     trained = _run(
         *train_command(
             "dataset=custom",
-            f"dataset.root={prepared}",
+            f"dataset.root={root}",
             "trainer.limit_train_batches=2",
             f"hydra.run.dir={run}",
         )
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["last"]["sets"]["val_list"]["n_pairs"] == 1  # plaza_b: frames 4 and 7
+    assert metrics["last"]["sets"]["val_list"]["n_pairs"] == 2  # walk_tum
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
 
@@ -101,7 +103,7 @@ def test_train_on_a_prepared_set_then_evaluate_it(prepared: Path, tmp_path: Path
         "-m",
         "loftr.evaluate",
         "dataset=custom_test",
-        f"dataset.root={prepared}",
+        f"dataset.root={root}",
         f"ckpt_path={ckpt}",
         "debug=fast",
         "logger=none",
@@ -111,7 +113,7 @@ def test_train_on_a_prepared_set_then_evaluate_it(prepared: Path, tmp_path: Path
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "auc@5" in evaluated.stdout
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert written["n_pairs"] == 3  # plaza_c: frames 3-5, all three pairs in the bins
+    assert written["n_pairs"] == 6  # walk_folder: its 4 frames' 6 pairs, all in the bins
     assert set(written["metrics"]) >= {"auc@5", "auc@10", "auc@20"}
 
 
@@ -152,17 +154,17 @@ def test_custom_points_into_the_prepared_set_and_custom_test_only_evaluates() ->
 @pytest.mark.parametrize(
     ("entry", "dataset", "stage", "missing"),
     [
-        ("train", "custom", "fit", "scenes/plaza_a/depths/0000.h5"),
-        ("evaluate", "custom_test", "test", "scenes/plaza_c/images/0003.png"),
+        ("train", "custom", "fit", "scenes/plaza/depths/cam1/0000.h5"),
+        ("evaluate", "custom_test", "test", "scenes/walk_folder/images/0000.png"),
     ],
 )
 def test_a_prepared_scene_missing_files_names_the_command_not_megadepth(
-    prepared: Path, tmp_path: Path, entry: str, dataset: str, stage: str, missing: str
+    prepared: tuple[Path, str], tmp_path: Path, entry: str, dataset: str, stage: str, missing: str
 ) -> None:
     """A scene's image or depth deleted after preparation: the hint is to prepare it again, not
     to link MegaDepth's folders."""
     out = tmp_path / "set"
-    shutil.copytree(prepared, out)
+    shutil.copytree(prepared[0], out)
     (out / missing).unlink()
     cfg = compose_cfg(entry, f"dataset={dataset}", f"dataset.root={out}")
     with pytest.raises(DataError) as err:

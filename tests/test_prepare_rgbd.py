@@ -138,6 +138,28 @@ def assert_coarse_ground_truth_is_the_renderers(out: Path, seq: ts.RenderedSeque
     assert differ <= 0.005 * matches
 
 
+def assert_frames_are_the_renderers(
+    out: Path,
+    info: dict,
+    seq: ts.RenderedSequence,
+    frame_of: Callable[[str], int],
+    pose_atol: float,
+    depth_step: float,
+) -> None:
+    """Every frame of scene info ``info``: its pose is the rendered one within ``pose_atol``, its
+    intrinsics are the fixture's, and its written depth is valid where the rendered one is and
+    within ``depth_step`` metres of it."""
+    for path, pose, K in zip(info["image_paths"], info["poses"], info["intrinsics"], strict=True):
+        i = frame_of(path)
+        np.testing.assert_allclose(pose, seq.poses[i], atol=pose_atol)
+        np.testing.assert_array_equal(K, ts.K)
+        depth = read_megadepth_depth(
+            out / Path(path.replace("/images/", "/depths/")).with_suffix(".h5")
+        )
+        assert np.array_equal(depth > 0, seq.depths[i] > 0)
+        assert np.abs(depth - seq.depths[i]).max() <= depth_step
+
+
 def test_tum_sequence_round_trip(tmp_path: Path, seq: ts.RenderedSequence) -> None:
     """Association within --max-dt (a depth frame 21 ms away is refused, 19 ms is kept), the
     quaternion order and pose direction (warps and coarse ground truth reproduce the truth),
@@ -153,16 +175,8 @@ def test_tum_sequence_round_trip(tmp_path: Path, seq: ts.RenderedSequence) -> No
     assert written == [i for i in range(N_FRAMES) if i != 3]
     assert warp_agreement(out, seq) >= 0.99
     assert_coarse_ground_truth_is_the_renderers(out, seq)
-    for path, pose, K in zip(info["image_paths"], info["poses"], info["intrinsics"], strict=True):
-        i = tum_frame(path)
-        np.testing.assert_allclose(pose, seq.poses[i], atol=1e-6)
-        np.testing.assert_array_equal(K, ts.K)
-        depth = read_megadepth_depth(
-            out / Path(path.replace("/images/", "/depths/")).with_suffix(".h5")
-        )
-        truth = seq.depths[i]
-        assert np.array_equal(depth > 0, truth > 0)
-        assert np.abs(depth - truth).max() <= 0.5 / 5000 + 1e-6  # TUM's 1/5000 m steps
+    # TUM's depth in 1/5000 m steps
+    assert_frames_are_the_renderers(out, info, seq, tum_frame, 1e-6, 0.5 / 5000 + 1e-6)
 
 
 @pytest.mark.parametrize("fault", ["wxyz", "inverted"])
@@ -305,15 +319,8 @@ def test_folder_layout(tmp_path: Path, seq: ts.RenderedSequence, npy_depth: bool
     report = convert(root, out, "--keyframe-overlap", "1", fmt="folder")
     assert report["images"] == N_FRAMES and report["name"] == "room"
     info = load_scene_info(scene_infos(out)[0])
-    for path, pose, K in zip(info["image_paths"], info["poses"], info["intrinsics"], strict=True):
-        i = int(Path(path).stem)
-        np.testing.assert_allclose(pose, seq.poses[i], atol=1e-9)
-        np.testing.assert_array_equal(K, ts.K)
-        depth = read_megadepth_depth(
-            out / Path(path.replace("/images/", "/depths/")).with_suffix(".h5")
-        )
-        step = 0.0 if npy_depth else 0.5 / 1000 + 1e-6
-        assert np.abs(depth - seq.depths[i]).max() <= step
+    step = 0.0 if npy_depth else 0.5 / 1000 + 1e-6  # .npy metres, or millimetre steps
+    assert_frames_are_the_renderers(out, info, seq, folder_frame, 1e-9, step)
     assert warp_agreement(out, seq, folder_frame) >= 0.99
 
 
@@ -333,6 +340,11 @@ def _shrink(path: Path) -> None:
     assert cv2.imwrite(str(path), np.full((60, 80), 5000, np.uint16))
 
 
+def _repeat_first_line(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines, lines[0]]))
+
+
 def _nth(root: Path, folder: str, n: int = 2) -> Path:
     return sorted((root / folder).iterdir())[n]
 
@@ -344,9 +356,10 @@ BAD_INPUT = [
     ("intrinsics string", "tum", None, ("--intrinsics", "120,121,x"), "--intrinsics"),
     ("focal length", "tum", None, ("--intrinsics", "0,121,79,59"), "focal lengths"),
     ("image missing", "tum", lambda r: _drop(_nth(r, "rgb")), (), "rgb.txt: image"),
-    ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "corrupt"),
+    ("corrupt depth", "tum", lambda r: _garble(_nth(r, "depth")), (), "depth map"),
     ("depth size", "tum", lambda r: _shrink(_nth(r, "depth")), (), "registered pixel for pixel"),
     ("no poses.txt", "folder", lambda r: _drop(r / "poses.txt"), (), "poses.txt"),
+    ("pose twice", "folder", lambda r: _repeat_first_line(r / "poses.txt"), (), "'0000' has a"),
     ("K.txt", "folder", lambda r: (r / "K.txt").write_text("1 2\n"), (), "K.txt"),
 ]
 

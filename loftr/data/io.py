@@ -95,15 +95,38 @@ def read_gray(path: PathLike, resize: tuple[int, int] | None = None) -> np.ndarr
         >>> img.shape, img.dtype
         ((480, 640), dtype('uint8'))
     """
+    image = _decode(path, cv2.IMREAD_GRAYSCALE)
+    if resize is not None:
+        image = cv2.resize(image, (int(resize[0]), int(resize[1])))
+    return image
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image as 8-bit, keeping its colours: grey stays grey, colour is BGR.
+
+    An alpha channel is dropped and 16-bit samples are scaled to 8 bits (OpenCV's
+    ``IMREAD_ANYCOLOR``), so a converter that resamples a frame writes what its source holds
+    (docs/prepare.md).
+
+    Returns:
+        ``(h, w)`` or ``(h, w, 3)`` uint8 array.
+
+    Raises:
+        DataError: the file is missing, truncated or cannot be decoded.
+    """
+    return _decode(path, cv2.IMREAD_ANYCOLOR)
+
+
+def _decode(path: PathLike, flags: int) -> np.ndarray:
+    """An image file decoded with OpenCV's ``flags``; DataError naming the file when it is
+    missing, truncated or not decodable."""
     p = check_file(path, "image")
     data = p.read_bytes()
     if _truncated(data):
         raise DataError(f"image {p} is truncated (its end-of-image marker is missing)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
-    if resize is not None:
-        image = cv2.resize(image, (int(resize[0]), int(resize[1])))
     return image
 
 
@@ -120,11 +143,12 @@ def _truncated(data: bytes) -> bool:
     return False
 
 
-def image_size(path: PathLike) -> tuple[int, int]:
+def image_size(path: PathLike, what: str = "image") -> tuple[int, int]:
     """Stored ``(w, h)`` of an image in pixels, from the PNG header when possible (no decoding).
 
     Args:
         path: an image file (PNG headers are parsed directly; other formats are decoded).
+        what: what the file is, for the error message (a depth map PNG is ``"depth map"``).
 
     Returns:
         ``(w, h)`` in pixels.
@@ -132,7 +156,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     Raises:
         DataError: the file is missing or cannot be decoded.
     """
-    p = check_file(path, "image")
+    p = check_file(path, what)
     with open(p, "rb") as f:
         head = f.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
@@ -140,7 +164,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
         return int(w), int(h)
     image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise DataError(f"image {p} is corrupt or not an image OpenCV can decode")
+        raise DataError(f"{what} {p} is corrupt or not an image OpenCV can decode")
     return int(image.shape[1]), int(image.shape[0])
 
 
@@ -156,16 +180,32 @@ def read_scannet_depth(path: PathLike) -> np.ndarray:
     Raises:
         DataError: the file is missing, corrupt, or not a 16-bit single-channel image.
     """
+    return read_png_depth(
+        path, 1000.0, "ScanNet depth must be a single-channel uint16 PNG in millimetres"
+    )
+
+
+def read_png_depth(
+    path: PathLike, scale: float, expected: str = "expected a single-channel 16-bit PNG"
+) -> np.ndarray:
+    """Read a 16-bit depth PNG as metres: its values divided by ``scale`` (units per metre).
+
+    Returns:
+        ``(h, w)`` float32 depth in metres at the stored resolution; 0 means no depth.
+
+    Raises:
+        DataError: the file is missing, corrupt, or not a 16-bit single-channel image (the
+            message ends with ``expected``).
+    """
     p = check_file(path, "depth map")
     depth = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if depth is None:
         raise DataError(f"depth map {p} is corrupt or not an image OpenCV can decode")
     if depth.ndim != 2 or depth.dtype != np.uint16:
         raise DataError(
-            f"depth map {p} has dtype {depth.dtype} and shape {depth.shape}; ScanNet depth must "
-            "be a single-channel uint16 PNG in millimetres"
+            f"depth map {p} has dtype {depth.dtype} and shape {depth.shape}; {expected}"
         )
-    return depth.astype(np.float32) / 1000.0
+    return depth.astype(np.float32) / np.float32(scale)
 
 
 def read_megadepth_depth(path: PathLike) -> np.ndarray:

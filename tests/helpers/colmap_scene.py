@@ -1,14 +1,15 @@
 """A synthetic scene written as a COLMAP workspace: the sparse model through pycolmap's own writer
 and the dense depth maps in COLMAP's binary layout.
 
-Shared by the COLMAP converter's tests (tests/test_prepare_colmap.py); it holds no tests. The
-scene is an outdoor plaza of ``loftr.data.synthetic``, rendered small, seen by two cameras of
-different intrinsics (a PINHOLE and a SIMPLE_PINHOLE one) whose images lie in one sub-folder per
-camera. The model's 3D points are sampled from the rendered surfaces (a pixel grid of every
-frame, back-projected) and observed by every frame that sees them unoccluded (depth agreement),
-as a reconstruction's tracks would be; points seen by one frame only are left out, as COLMAP's
-mapper leaves them out. The layout is the one ``colmap image_undistorter`` and
-``colmap patch_match_stereo`` write (docs/prepare.md#colmap-reconstructions):
+Shared by the COLMAP converter's tests (tests/test_prepare_colmap.py) and the end-to-end one
+(tests/test_prepare_e2e.py); it holds no tests. The scene is an outdoor plaza of
+``loftr.data.synthetic``, rendered small, seen by two cameras of different intrinsics (a PINHOLE
+and a SIMPLE_PINHOLE one) whose images lie in one sub-folder per camera. The model's 3D points are
+sampled from the rendered surfaces (a pixel grid of every frame, back-projected) and observed by
+every frame that sees them unoccluded (depth agreement), as a reconstruction's tracks would be;
+points seen by one frame only are left out, as COLMAP's mapper leaves them out. The layout is the
+one ``colmap image_undistorter`` and ``colmap patch_match_stereo`` write
+(docs/prepare.md#colmap-reconstructions):
 
     <root>/sparse/{cameras,images,points3D,rigs,frames}.{bin,txt}
     <root>/images/<camera folder>/<frame>.jpg

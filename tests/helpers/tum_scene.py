@@ -1,5 +1,5 @@
 """A short synthetic RGB-D sequence written in the TUM RGB-D layout and in the generic folder
-layout, for the RGB-D converter's tests (docs/prepare.md#rgb-d-sequences).
+layout, for the RGB-D converter's tests and the end-to-end one (docs/prepare.md#rgb-d-sequences).
 
 The frames are rendered by the synthetic generator (``loftr.data.synthetic``) at 160x120 along an
 indoor walk, so their exact depth and poses are known. The TUM writer jitters and offsets the

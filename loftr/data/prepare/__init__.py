@@ -14,6 +14,7 @@ Modules:
     ``rgbd``: the command for an RGB-D sequence: its options and the conversion loop.
     ``rgbd_layouts``: the two RGB-D layouts parsed (TUM RGB-D with its timestamp association,
         and a plain folder).
-    ``rgbd_frames``: what both RGB-D layouts share after parsing: colour and depth reading, lens
-        undistortion, keyframes and the pair scores by depth reprojection.
+    ``rgbd_frames``: what both RGB-D layouts share after parsing: a frame's colour and depth
+        read (``loftr.data.io``), lens undistortion, keyframes and the pair scores by depth
+        reprojection.
 """

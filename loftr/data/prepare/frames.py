@@ -15,8 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from loftr.data.io import image_size
-from loftr.errors import DataError
+from loftr.data.io import image_size, read_image
 
 __all__ = ["PreparedFrame", "fit_size", "frame_size", "resize_frame"]
 
@@ -43,13 +42,6 @@ class PreparedFrame:
     depth: np.ndarray
 
 
-def _read_color(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} is corrupt or not an image OpenCV can decode")
-    return image
-
-
 def frame_size(frame: PreparedFrame) -> tuple[int, int]:
     """``(w, h)`` of a frame's image."""
     if isinstance(frame.image, np.ndarray):
@@ -63,13 +55,14 @@ def resize_frame(frame: PreparedFrame, size: tuple[int, int]) -> PreparedFrame:
     The image is resampled with area averaging (``cv2.INTER_AREA``), the depth takes the nearest
     source pixel of every new pixel centre (depth is never blended across edges), and the
     intrinsics follow the pixel-centre rule ``x' = (x + 0.5) * s - 0.5`` per axis, with
-    ``s = w' / w`` horizontally and ``h' / h`` vertically. A file image is decoded (BGR).
+    ``s = w' / w`` horizontally and ``h' / h`` vertically. A file image is decoded by
+    :func:`loftr.data.io.read_image` (grey stays grey, colour is BGR).
     """
     w, h = frame_size(frame)
     new_w, new_h = int(size[0]), int(size[1])
     if new_w < 1 or new_h < 1:
         raise ValueError(f"cannot resize frame {frame.rel} to {new_w}x{new_h}")
-    image = frame.image if isinstance(frame.image, np.ndarray) else _read_color(frame.image)
+    image = frame.image if isinstance(frame.image, np.ndarray) else read_image(frame.image)
     sx, sy = new_w / w, new_h / h
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     # the source pixel whose area holds each new pixel centre: floor((x' + 0.5) / s)

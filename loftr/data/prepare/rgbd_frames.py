@@ -1,6 +1,6 @@
 """What both RGB-D layouts share after parsing (docs/prepare.md#rgb-d-sequences): reading a
-frame's colour and depth, the size check, lens undistortion, the keyframe rule and the pair
-scores by depth reprojection (``loftr.data.covisibility``).
+frame's colour and depth (with ``loftr.data.io``'s readers), the size check, lens undistortion,
+the keyframe rule and the pair scores by depth reprojection (``loftr.data.covisibility``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from loftr.data.covisibility import covisibility, overlap_score, relative_pose
-from loftr.data.io import image_size
+from loftr.data.io import image_size, read_image, read_png_depth
 from loftr.data.prepare.frames import PreparedFrame, fit_size, resize_frame
 from loftr.data.prepare.rgbd_layouts import SourceFrame
 from loftr.data.prepare.scene import PreparedPair
@@ -36,25 +36,7 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
             raise DataError(f"depth map {path} holds {depth.dtype} {depth.shape}; expected (h, w)")
         depth = np.asarray(depth, np.float32)
         return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
-    depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        raise DataError(f"depth map {path} is corrupt or not an image OpenCV can decode")
-    if depth.ndim != 2 or depth.dtype != np.uint16:
-        raise DataError(
-            f"depth map {path} has dtype {depth.dtype} and shape {depth.shape}; expected a "
-            "single-channel 16-bit PNG"
-        )
-    return (depth.astype(np.float32) / np.float32(scale)).astype(np.float32)
-
-
-def read_color(path: Path) -> np.ndarray:
-    """A colour or grey image as uint8 (BGR or grey), as OpenCV decodes it."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise DataError(f"image {path} is corrupt or not an 8-bit image OpenCV can decode")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+    return read_png_depth(path, scale)
 
 
 class Undistorter:
@@ -149,7 +131,7 @@ def pair_overlap(
 def _depth_size(path: Path) -> tuple[int, int]:
     """``(w, h)`` of a depth map from its header (PNG) or its array header (``.npy``)."""
     if path.suffix != ".npy":
-        return image_size(path)
+        return image_size(path, "depth map")
     try:
         shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
     except (OSError, ValueError) as err:
@@ -179,7 +161,7 @@ def prepare_frame(
 ) -> tuple[PreparedFrame, float]:
     """A source frame read, undistorted and fitted to ``max_size``, and its share of pixels with
     depth."""
-    image = read_color(frame.image)
+    image = read_image(frame.image)
     depth = read_depth(frame.depth, scale)
     pixels: np.ndarray | Path = frame.image  # copied byte for byte unless resampled
     if undistort is not None:

@@ -249,6 +249,8 @@ def read_poses_file(path: Path) -> dict[str, np.ndarray]:
     for n, tokens in _text_rows(path, "pose list"):
         if len(tokens) != 17:
             raise DataError(f"{path} line {n}: expected a stem and 16 numbers (a 4x4, row-major)")
+        if tokens[0] in poses:
+            raise DataError(f"{path} line {n}: frame {tokens[0]!r} has a pose on an earlier line")
         try:
             values = [float(v) for v in tokens[1:]]
         except ValueError:

@@ -24,7 +24,15 @@ def test_quick_run_writes_json_and_markdown(quick_report):
     on_disk = json.loads((out / "bench.json").read_text())
     assert on_disk["machine"]["cores"] >= 1
     assert on_disk["machine"]["torch"] == torch.__version__
-    assert set(on_disk) >= {"machine", "inference", "roofline", "train_step", "loader", "pose"}
+    assert set(on_disk) >= {
+        "machine",
+        "inference",
+        "roofline",
+        "train_step",
+        "train_compare",
+        "loader",
+        "pose",
+    }
     text = (out / "bench.md").read_text()
     for heading in ("## Inference", "## Roofline", "## Training step", "## Training loader"):
         assert heading in text
@@ -60,3 +68,19 @@ def test_quick_training_step_loader_and_pose(quick_report):
     pose = {r["estimator"]: r for r in report["pose"]}
     assert pose["RANSAC"]["available"] and pose["RANSAC"]["median_s_per_pair"] > 0
     assert pose["RANSAC"]["median_pose_error_deg"] < 10
+
+
+def test_quick_training_step_after_and_before_the_sparse_fine_branch(quick_report):
+    out, report = quick_report
+    (compare,) = report["train_compare"]
+    assert compare["size"] == "128x96" and compare["model"] == "loftr"
+    assert compare["ratio"] == pytest.approx(compare["after_s"] / compare["before_s"], 0.01)
+    # 128x96: int(0.2 x 192) = 38 windows an image, 2 x 38 x 25 pixels of 2 x 48 x 64
+    assert compare["fine_windows"] == 38
+    assert compare["fine_plan"] == {"window_share": pytest.approx(1900 / 6144), "conv2": "sparse"}
+    assert compare["loss_rel_diff"] <= 1e-5 and compare["max_grad_rel_diff"] <= 1e-5
+    stages = compare["profile"]["after"]["stages_s"]
+    assert stages["backward (all stages)"] > 0 and stages["backbone"] > 0
+    text = (out / "bench.md").read_text()
+    assert "## Training step after / before the sparse fine branch" in text
+    assert "### Where a training step's time goes (128x96" in text

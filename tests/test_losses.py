@@ -6,17 +6,15 @@ import copy
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-import skimage.data
 import torch
 from omegaconf import OmegaConf
 
 from loftr.errors import ConfigError
 from loftr.losses import LoFTRLoss, check_loss_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
-from tests.helpers.geometry import plane_depth, rotation
+from tests.helpers.geometry import textured_plane_pair
 
 MODEL_YAML = Path(__file__).resolve().parents[1] / "conf" / "model" / "loftr.yaml"
 
@@ -376,42 +374,6 @@ def test_accepts_the_model_yaml_as_dictconfig() -> None:
 
 
 # ------------------------------------------------------------------------------------ learning
-def _textured_plane_pair(h: int = 96, w: int = 128) -> dict:
-    """A photo on a tilted plane 3 m away, seen by two cameras; depth and pose analytic.
-
-    Image 1 is image 0 warped by the plane-induced homography K (R - t n^T / d) K^-1, so the
-    pixels, depths, intrinsics and pose agree exactly.
-    """
-    K = np.array([[100.0, 0.0, w / 2], [0.0, 100.0, h / 2], [0.0, 0.0, 1.0]])
-    R = rotation(0.03, -0.08, 0.05)
-    t = np.array([0.25, -0.05, 0.05])
-    n = np.array([0.1, -0.2, -1.0])
-    n /= np.linalg.norm(n)
-    d = 3.0
-    H = K @ (R - np.outer(t, n) / d) @ np.linalg.inv(K)
-    photo = skimage.data.astronaut()[..., 1].astype(np.float32) / 255.0
-    img0 = cv2.resize(photo, (2 * w, 2 * h))[40 : 40 + h, 60 : 60 + w].copy()
-    img1 = cv2.warpPerspective(img0, H, (w, h), flags=cv2.INTER_LINEAR)
-    n1 = R @ n  # the plane in camera 1: (R n).X1 + d - (R n).t = 0
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, t
-
-    def f32(x: np.ndarray) -> torch.Tensor:
-        return torch.tensor(x, dtype=torch.float32)[None]
-
-    return {
-        "image0": f32(img0)[None],
-        "image1": f32(img1)[None],
-        "depth0": f32(plane_depth(K, n, d, h, w)),
-        "depth1": f32(plane_depth(K, n1, d - n1 @ t, h, w)),
-        "K0": f32(K),
-        "K1": f32(K),
-        "T_0to1": f32(T),
-        "T_1to0": f32(np.linalg.inv(T)),
-        "dataset_name": ["ScanNet"],
-    }
-
-
 def test_small_model_overfits_one_pair() -> None:
     """Supervision + model + loss learn: a reduced LoFTR overfits one 128x96 pair on CPU.
 
@@ -430,7 +392,7 @@ def test_small_model_overfits_one_pair() -> None:
         match_type="dual_softmax", sparse_spvs=False, train_coarse_percent=0.3,
         train_pad_num_gt_min=20,
     )  # fmt: skip
-    pair = _textured_plane_pair()
+    pair = textured_plane_pair()
     model, loss_fn = LoFTR(cfg), LoFTRLoss(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 

@@ -9,6 +9,14 @@ loading, coarse ground truth, forward, fine ground truth, loss, backward, optimi
 gradient clipping), plus the metrics a validation step adds (epipolar errors and the pose per pair).
 The first step is a warm-up; the medians of `--steps` more are reported with the peak resident
 memory of the process during a step (VmHWM, reset before each step).
+
+    python -m experiments.bench.bench_train_step --compare 320x240 640x480 [--repeats 3]
+
+compares instead the training step of the paper model (`model=loftr`, whatever the default run
+uses) with the fine branch's last conv over the selected windows only (after) against the same
+step with that conv over the whole map (`model.fine_train_max_coverage=0`, the computation before
+it, docs/differences.md#15): same batch, same weights, the two alternating, medians; with the
+losses' and the gradients' agreement, and the profile of one step at the first size.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch.profiler import ProfilerActivity, profile
 
-from experiments.bench.bench_inference import parse_size
-from experiments.bench.common import ROOT, machine_info, write_json
+from experiments.bench.bench_inference import OUR_SECTIONS, parse_size
+from experiments.bench.common import ROOT, machine_info, median, time_alternating, write_json
 from loftr.config import plain  # the package registers the schemas and resolvers
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
@@ -168,15 +177,132 @@ def bench_train_step(
     return result
 
 
+def bench_train_compare(
+    size: tuple[int, int],
+    repeats: int = 3,
+    overrides: list[str] | None = None,
+    with_profile: bool = False,
+) -> dict[str, Any]:
+    """Training step (coarse ground truth to backward) after / before the sparse fine branch.
+
+    Args:
+        size: network input `(width, height)`.
+        repeats: timed steps of each path, alternating, after one warm-up each.
+        overrides: extra Hydra overrides (for tiny inputs).
+        with_profile: add the stages and heaviest operators of one step of each path.
+
+    Returns:
+        Medians, ratio after / before, the window share and path of the fine branch, and the
+        largest relative differences of the loss and of any parameter's gradient.
+    """
+    width, height = size
+    config = compose_config(width, height, ["model=loftr", *(overrides or [])])
+    datamodule = LoFTRDataModule(OmegaConf.create(config["dataset"]), batch_size=1, num_workers=0)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    module = LoFTRModule(config).train()
+    model_cfg, backbone = module.model_cfg, module.matcher.backbone
+    after = backbone.train_max_sparse_coverage
+    outputs: dict[str, dict[str, Any]] = {}
+
+    def step(name: str, coverage: float) -> Callable[[], None]:
+        def run() -> None:
+            backbone.train_max_sparse_coverage = coverage
+            module.zero_grad(set_to_none=True)
+            data = dict(batch)
+            torch.manual_seed(0)  # the same ground-truth pads in both paths
+            compute_supervision_coarse(data, model_cfg)
+            module.matcher(data)
+            compute_supervision_fine(data, model_cfg)
+            module.loss(data)
+            data["loss"].backward()
+            outputs[name] = {
+                "loss": float(data["loss"].detach()),
+                "plan": dict(module.matcher.last_fine_plan or {}),
+                "windows": int(data["b_ids"].shape[0]),
+                "grads": {n: p.grad.clone() for n, p in module.named_parameters()},
+            }
+
+        return run
+
+    steps = {"after": step("after", after), "before": step("before", 0.0)}
+    times = time_alternating(steps, runs=repeats)
+    grads_a, grads_b = outputs["after"].pop("grads"), outputs["before"].pop("grads")
+    grad_rel = max(
+        float((grads_a[n] - g).norm() / g.norm()) for n, g in grads_b.items() if g.norm() > 0
+    )
+    loss_a, loss_b = outputs["after"]["loss"], outputs["before"]["loss"]
+    med = {name: median(values) for name, values in times.items()}
+    result: dict[str, Any] = {
+        "size": f"{width}x{height}",
+        "model": "loftr",
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "after_s": round(med["after"], 3),
+        "before_s": round(med["before"], 3),
+        "ratio": round(med["after"] / med["before"], 3),
+        "times_s": {name: [round(v, 3) for v in values] for name, values in times.items()},
+        "fine_train_max_coverage": after,
+        "fine_plan": outputs["after"]["plan"],
+        "fine_windows": outputs["after"]["windows"],
+        "loss_rel_diff": abs(loss_a - loss_b) / abs(loss_b),
+        "max_grad_rel_diff": grad_rel,
+    }
+    if with_profile:
+        result["profile"] = {name: profile_step(fn) for name, fn in steps.items()}
+    return result
+
+
+def profile_step(step: Callable[[], None], top: int = 12) -> dict[str, Any]:
+    """The forward stages' seconds, the backward's, and the heaviest operators of one step."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    events = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
+    stages = {stage: round(events.get(label, 0.0), 3) for stage, label in OUR_SECTIONS.items()}
+    backward = sum(t for key, t in events.items() if key.startswith("autograd::engine"))
+    stages["backward (all stages)"] = round(backward, 3)
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    heaviest = [
+        {
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:90],
+            "calls": e.count,
+            "self_s": round(e.self_cpu_time_total / 1e6, 3),
+        }
+        for e in ops
+        if not e.key.startswith(("loftr/", "autograd::engine"))
+    ][:top]
+    return {"stages_s": stages, "top_ops": heaviest}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--compare", nargs="+", metavar="WxH", help="after / before, these sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per path (--compare)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare:
+        results = []
+        for index, text in enumerate(args.compare):
+            res = bench_train_compare(parse_size(text), args.repeats, args.overrides, index == 0)
+            results.append(res)
+            print(
+                f"training step {res['size']} (paper model), {res['threads']} thread(s): after "
+                f"{res['after_s']:.2f} s, before {res['before_s']:.2f} s, ratio {res['ratio']:.3f};"
+                f" fine plan {res['fine_plan']}; loss rel. diff {res['loss_rel_diff']:.1e}, max "
+                f"gradient rel. diff {res['max_grad_rel_diff']:.1e}",
+                flush=True,
+            )
+            for stage, t in res.get("profile", {}).get("after", {}).get("stages_s", {}).items():
+                print(f"  {stage:45s} {t:7.3f} s")
+        write_json(args.json, {"machine": machine_info(), "train_compare": results})
+        return
     res = bench_train_step(parse_size(args.size), args.steps, args.overrides)
     print(
         f"training step {res['size']}, batch 1, {res['threads']} thread(s), matches "

@@ -12,6 +12,8 @@ shared with other jobs, a 2-thread OpenMP pool waits on descheduled threads at e
 2. the roofline at the first size: FLOPs of both forwards, and the achieved FLOP/s as a share
    of this machine's dense matmul and 3x3-convolution throughput measured in the same run;
 3. a 640x480 training step, batch 1, stage by stage, with peak memory;
+   and the paper model's training step after / before the sparse fine branch at 320x240 and
+   640x480 (same batch and weights, alternating), with the profile of one step at 320x240;
 4. the training loader's pairs/s with 0 and 2 workers, and memory over 1000 loaded pairs (in a
    process of its own, so that the other benchmarks' memory is not counted);
 5. pose estimation time per pair with OpenCV (RANSAC, USAC_MAGSAC) and poselib.
@@ -35,7 +37,7 @@ import torch
 from experiments.bench.bench_inference import bench_inference, parse_size
 from experiments.bench.bench_pose import bench_pose
 from experiments.bench.bench_roofline import bench_roofline
-from experiments.bench.bench_train_step import STAGES, bench_train_step
+from experiments.bench.bench_train_step import STAGES, bench_train_compare, bench_train_step
 from experiments.bench.common import RESULTS, ROOT, machine_info
 
 QUICK = {
@@ -44,6 +46,8 @@ QUICK = {
     "train_size": "128x96",
     "train_steps": 1,
     "train_overrides": ["model.match_coarse.train_pad_num_gt_min=20"],
+    "compare_sizes": ["128x96"],
+    "compare_repeats": 1,
     "loader": {"workers": [0], "pairs": 4, "repeats": 1, "warmup": 1, "memory_pairs": 8},
     "pose": {"pairs": 2, "matches": 300},
 }
@@ -53,6 +57,8 @@ FULL = {
     "train_size": "640x480",
     "train_steps": 2,
     "train_overrides": [],
+    "compare_sizes": ["320x240", "640x480"],
+    "compare_repeats": 3,
     "loader": {"workers": [0, 2], "pairs": 100, "repeats": 3, "warmup": 4, "memory_pairs": 1000},
     "pose": {"pairs": 10, "matches": 1500},
 }
@@ -117,6 +123,14 @@ def _run_all(
     report["train_step"] = bench_train_step(
         parse_size(plan["train_size"]), plan["train_steps"], plan["train_overrides"]
     )
+    report["train_compare"] = []
+    for index, size in enumerate(plan["compare_sizes"]):
+        log(f"training step {size} after / before the sparse fine branch")
+        report["train_compare"].append(
+            bench_train_compare(
+                parse_size(size), plan["compare_repeats"], plan["train_overrides"], index == 0
+            )
+        )
     log("loader (own process)")
     report["loader"] = loader_in_subprocess(plan["loader"], out)
     log("pose")
@@ -302,6 +316,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"peak {mem['peak_rss_first_step_mib']} MiB during it, "
             f"{mem['peak_rss_later_steps_mib']} MiB during later steps."
         )
+    lines += train_compare_markdown(report["train_compare"])
     lines += [
         "",
         "## Training loader (synthetic ScanNet-format pairs, 640x480)",
@@ -344,6 +359,68 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def train_compare_markdown(results: list[dict[str, Any]]) -> list[str]:
+    """The after / before table of the training step, and the first size's profile."""
+    lines = [
+        "",
+        "## Training step after / before the sparse fine branch (paper model)",
+        "",
+        "The same batch and weights, the two paths alternating after a warm-up each, medians; "
+        "before: the fine branch's last conv over the whole map (`model.fine_train_max_coverage"
+        "=0`, the computation before it, docs/differences.md#15). A step is coarse ground truth, "
+        "forward, fine ground truth, loss and backward.",
+        "",
+        _row(
+            [
+                "size",
+                "before (s)",
+                "after (s)",
+                "ratio after/before",
+                "fine windows, share of the map",
+                "loss rel. diff",
+                "max gradient rel. diff",
+                "repeats",
+            ]
+        ),
+        _row(["---"] * 8),
+    ]
+    for r in results:
+        plan = r["fine_plan"]
+        lines.append(
+            _row(
+                [
+                    r["size"],
+                    f"{r['before_s']:.3f}",
+                    f"{r['after_s']:.3f}",
+                    f"{r['ratio']:.3f}",
+                    f"{r['fine_windows']} x 2, {plan.get('window_share', 0):.0%} "
+                    f"({plan.get('conv2')})",
+                    f"{r['loss_rel_diff']:.1e}",
+                    f"{r['max_grad_rel_diff']:.1e}",
+                    r["repeats"],
+                ]
+            )
+        )
+    profiled = [r for r in results if "profile" in r]
+    if profiled:
+        first = profiled[0]
+        lines += [
+            "",
+            f"### Where a training step's time goes ({first['size']}, one step each)",
+            "",
+            _row(["stage", "before (s)", "after (s)"]),
+            _row(["---"] * 3),
+        ]
+        before, after = first["profile"]["before"], first["profile"]["after"]
+        for stage, t in after["stages_s"].items():
+            lines.append(_row([stage, f"{before['stages_s'][stage]:.3f}", f"{t:.3f}"]))
+        lines += ["", "After, heaviest operators (forward and backward):", ""]
+        lines += [_row(["operator", "calls", "self (s)", "shapes"]), _row(["---"] * 4)]
+        for op in after["top_ops"][:10]:
+            lines.append(_row([op["op"], op["calls"], f"{op['self_s']:.3f}", op["shapes"]]))
+    return lines
 
 
 def main() -> None:

@@ -193,6 +193,7 @@ class ModelConf:
     fine_window_size: int = MISSING
     fine_concat_coarse_feat: bool = MISSING
     fine_windows_only: bool = MISSING
+    fine_train_max_coverage: float = MISSING
     compile: bool = MISSING
     checkpoint_activations: bool = MISSING
     resnetfpn: ResNetFPNConf = field(default_factory=ResNetFPNConf)

@@ -13,6 +13,10 @@ without autograd it runs the same maths faster:
 - the fine (1/2-resolution) output branch, `layer1_outconv2`, can be left to `LazyFineMaps`,
   which computes it only around the fine windows the coarse matches select
   (docs/original.md#fine-preprocess).
+
+In training, `forward_windowed` runs kornia's layers up to the fine branch's BatchNorm and leaves
+the rest of that branch (LeakyReLU, last 3x3 conv) to `TrainFineMaps`, which evaluates it only
+where the fine windows read it (docs/differences.md#15).
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from loftr.model.activation_checkpointing import CheckpointedStage
-from loftr.model.fine import MAX_SPARSE_COVERAGE, LazyFineMaps
+from loftr.model.fine import (
+    MAX_SPARSE_COVERAGE,
+    TRAIN_MAX_SPARSE_COVERAGE,
+    LazyFineMaps,
+    TrainFineMaps,
+)
 
 # nn.LeakyReLU's default slope, used by the FPN output branches (docs/original.md#backbone)
 LEAKY_SLOPE = 0.01
@@ -92,6 +101,8 @@ class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's cla
         self._folded_key: tuple | None = None
         # share of the fine map above which LazyFineMaps convolves densely (fine.py)
         self.max_sparse_coverage = MAX_SPARSE_COVERAGE
+        # the same for TrainFineMaps in training (model.fine_train_max_coverage, set by LoFTR)
+        self.train_max_sparse_coverage = TRAIN_MAX_SPARSE_COVERAGE
 
     # ------------------------------------------------------------------ folding cache
     def _state_key(self) -> tuple:
@@ -160,6 +171,29 @@ class ResNetFPN_8_2(resnet_fpn.ResNetFPN_8_2):  # noqa: N801 (the original's cla
             return super().forward(x)
         coarse, fine = self.forward_lazy(x)
         return [coarse, fine.dense()]
+
+    def forward_windowed(self, x: torch.Tensor) -> tuple[torch.Tensor, TrainFineMaps]:
+        """kornia's forward, with the fine output left to `TrainFineMaps` after its BatchNorm.
+
+        The same modules in the same order as `resnet_fpn.ResNetFPN_8_2.forward`; only
+        `layer1_outconv2[2:]` (LeakyReLU, 3x3 conv) is deferred until the windows are known.
+
+        Returns:
+            The coarse map `(N, 256, H/8, W/8)` and the fine maps `(N, 128, H/2, W/2)` as
+            `TrainFineMaps`.
+        """
+        x0 = self.relu(self.bn1(self.conv1(x)))
+        x1 = self.layer1(x0)  # 1/2
+        x2 = self.layer2(x1)  # 1/4
+        x3 = self.layer3(x2)  # 1/8
+        x3_out = self.layer3_outconv(x3)
+        x2_out = self.layer2_outconv(x2)
+        x2_out = self.layer2_outconv2(x2_out + _upsample_to(x3_out, x2_out))
+        x1_out = self.layer1_outconv(x1)
+        conv, norm, activation, last = self.layer1_outconv2
+        normed = norm(conv(x1_out + _upsample_to(x2_out, x1_out)))
+        fine = TrainFineMaps(normed, activation, last, self.train_max_sparse_coverage)
+        return x3_out, fine
 
     def forward_lazy(
         self, x: torch.Tensor, trunk: Callable[..., Any] | None = None

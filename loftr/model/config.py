@@ -163,6 +163,8 @@ def validate_model_config(config: Mapping[str, Any]) -> None:
         section, leaf = key.split(".")
         if leaf in config.get(section, {}):
             check_range(f"model.{key}", config[section][leaf], kind)
+    if "fine_train_max_coverage" in config:  # absent from older checkpoints' configs
+        check_range("model.fine_train_max_coverage", config["fine_train_max_coverage"], "fraction")
     validate_variant_config(config)  # the ablation variants' keys
 
 

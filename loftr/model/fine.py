@@ -8,6 +8,9 @@ backbone can hand over `LazyFineMaps` instead of the fine maps: the last FPN bra
 whole H/2 x W/2 map) is then evaluated only on the pixels the windows read, and on the pixels
 those depend on, as im2col matrix products. The result equals the full computation up to float
 rounding; where the windows cover most of the map the dense convolution is cheaper and is used.
+
+In training `TrainFineMaps` does the same for the part of that branch that comes after its
+BatchNorm (the LeakyReLU and the last 3x3 conv), with gradients (docs/differences.md#15).
 """
 
 from __future__ import annotations
@@ -21,18 +24,98 @@ from kornia.feature.loftr.loftr_module.fine_preprocess import (
     FinePreprocess as _KorniaFinePreprocess,
 )
 from kornia.feature.loftr.loftr_module.fine_preprocess import _unfold_at
+from torch import nn
 
 # Above this share of the map's pixels, a convolution runs densely (oneDNN over the whole map)
 # rather than as gathered matrix products: the products run at about 85 % of the dense
 # convolution's speed and gathering the 3x3 neighbourhoods adds about 15 % (measured at
 # 640x480 on this project's CPUs), so the sparse form pays below about 0.75 of the map.
 MAX_SPARSE_COVERAGE = 0.7
+# In training, above this share of the map's pixels in the windows (repeats included) the last
+# fine conv runs densely: the windows' (W + 2)^2 patches convolved as a batch cost about as much,
+# forward and backward, as the dense conv at a share of 0.45-0.6 (paper widths, 640x480, these
+# CPUs).
+TRAIN_MAX_SPARSE_COVERAGE = 0.5
 # pixels per gathered im2col block: small enough to stay in cache, large enough for the GEMM
 SPARSE_CHUNK = 4096
 
 
+class _BatchViews:
+    """Views of one backbone batch, for fine maps computed on demand (`LazyFineMaps`,
+    `TrainFineMaps`): each subclass is a dataclass with `offset`, `size` and `_cache` fields, a
+    `_source` tensor (one per backbone batch) and `_windows_of_batch`."""
+
+    offset: int
+    size: int | None
+    _cache: dict[str, Any]
+
+    @property
+    def _source(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _windows_of_batch(
+        self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def split(self, size: int) -> tuple[Any, Any]:
+        """Views of the first `size` and the remaining batch entries, sharing the computation."""
+        total = self._source.shape[0]
+        first = dataclasses.replace(self, offset=0, size=size)  # type: ignore[type-var]
+        second = dataclasses.replace(self, offset=size, size=total - size)  # type: ignore[type-var]
+        first._cache = second._cache = self._cache  # one dense map or plan for both views
+        return first, second
+
+    def shares_source(self, other: object) -> bool:
+        """Whether `other` is a view of the same backbone batch."""
+        return isinstance(other, _BatchViews) and other._source is self._source
+
+    def windows(
+        self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
+    ) -> torch.Tensor:
+        """Windows of this view, as `_unfold_at` of the dense maps would give them.
+
+        Args:
+            b_ids: `(M,)` batch index within this view.
+            ids: `(M,)` coarse cell index (row-major on the coarse grid).
+            window: window side W (odd).
+            stride: fine pixels per coarse cell.
+
+        Returns:
+            `(M, W*W, C)` window features, row-major within the window, zero outside the image.
+        """
+        return self._windows_of_batch(b_ids + self.offset, ids, window, stride)
+
+    def windows_pair(
+        self,
+        other: _BatchViews,
+        b_ids: torch.Tensor,
+        ids0: torch.Tensor,
+        ids1: torch.Tensor,
+        window: int,
+        stride: int,
+    ) -> torch.Tensor:
+        """Windows `ids0` of this view and `ids1` of `other` (same source) in one pass.
+
+        Returns:
+            `(2M, W*W, C)`: this view's M windows, then `other`'s.
+        """
+        batch = torch.cat([b_ids + self.offset, b_ids + other.offset])
+        return self._windows_of_batch(batch, torch.cat([ids0, ids1]), window, stride)
+
+
+def _window_origins(
+    ids: torch.Tensor, window: int, stride: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left pixels `(top, left)` of the windows of coarse cells `ids` on a fine map of
+    `width` columns, in coordinates padded by W // 2."""
+    cells_w = (width + 2 * (window // 2) - window) // stride + 1
+    top = torch.div(ids, cells_w, rounding_mode="floor") * stride
+    return top, (ids % cells_w) * stride
+
+
 @dataclasses.dataclass
-class LazyFineMaps:
+class LazyFineMaps(_BatchViews):
     """The fine maps of a batch, `layer1_outconv2(layer1_outconv(x1) + up(x2_out))`, on demand.
 
     One object can stand for a slice of the backbone's batch (`offset`, `size`): when both images
@@ -70,17 +153,9 @@ class LazyFineMaps:
         n = self.x1.shape[0] if self.size is None else self.size
         return torch.Size((n, self.conv2.weight.shape[0], *self.x1.shape[2:]))
 
-    def split(self, size: int) -> tuple[LazyFineMaps, LazyFineMaps]:
-        """Views of the first `size` and the remaining batch entries, sharing the computation."""
-        total = self.x1.shape[0]
-        first = dataclasses.replace(self, offset=0, size=size)
-        second = dataclasses.replace(self, offset=size, size=total - size)
-        first._cache = second._cache = self._cache  # one dense map or plan for both views
-        return first, second
-
-    def shares_source(self, other: object) -> bool:
-        """Whether `other` is a view of the same backbone batch."""
-        return isinstance(other, LazyFineMaps) and other.x1 is self.x1
+    @property
+    def _source(self) -> torch.Tensor:
+        return self.x1
 
     # ---------------------------------------------------------------------- compute
     def _sum_map(self) -> torch.Tensor:
@@ -97,50 +172,15 @@ class LazyFineMaps:
         full = self._cache["dense"]
         return full if self.size is None else full[self.offset : self.offset + self.size]
 
-    def windows(
-        self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
-    ) -> torch.Tensor:
-        """Windows of this view, as `_unfold_at` of the dense maps would give them.
-
-        Args:
-            b_ids: `(M,)` batch index within this view.
-            ids: `(M,)` coarse cell index (row-major on the coarse grid).
-            window: window side W (odd).
-            stride: fine pixels per coarse cell.
-
-        Returns:
-            `(M, W*W, C)` window features, row-major within the window, zero outside the image.
-        """
-        return self._windows_of_batch(b_ids + self.offset, ids, window, stride)
-
-    def windows_pair(
-        self,
-        other: LazyFineMaps,
-        b_ids: torch.Tensor,
-        ids0: torch.Tensor,
-        ids1: torch.Tensor,
-        window: int,
-        stride: int,
-    ) -> torch.Tensor:
-        """Windows `ids0` of this view and `ids1` of `other` (same source) in one pass.
-
-        Returns:
-            `(2M, W*W, C)`: this view's M windows, then `other`'s.
-        """
-        batch = torch.cat([b_ids + self.offset, b_ids + other.offset])
-        return self._windows_of_batch(batch, torch.cat([ids0, ids1]), window, stride)
-
     def _windows_of_batch(
         self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
     ) -> torch.Tensor:
         batch, _, height, width = self.x1.shape
         channels = self.conv2.weight.shape[0]
         pad = window // 2
-        cells_w = (width + 2 * pad - window) // stride + 1
         if ids.numel() == 0:
             return self.x1.new_zeros(0, window * window, channels)
-        top = torch.div(ids, cells_w, rounding_mode="floor") * stride  # padded coordinates
-        left = (ids % cells_w) * stride
+        top, left = _window_origins(ids, window, stride, width)
         offsets = torch.arange(window, device=ids.device)
 
         # the pixels the windows read (inside the image), and those their 3x3 conv reads
@@ -253,9 +293,75 @@ def sparse_conv3x3(
     return out
 
 
+@dataclasses.dataclass
+class TrainFineMaps(_BatchViews):
+    """The fine maps of a training batch, `conv(activation(normed))`, evaluated where read.
+
+    `normed` is the output of the fine branch's BatchNorm, computed densely (its batch statistics
+    span the whole map); the LeakyReLU and the last 3x3 conv then run only on the pixels the
+    windows read, with gradients, unless those cover more than `max_sparse_coverage` of the map,
+    where the dense convolution is used (docs/differences.md#15).
+
+    Attributes:
+        normed: `(B, C, H/2, W/2)` `layer1_outconv2[1]` output.
+        activation: `layer1_outconv2[2]` (the LeakyReLU).
+        conv: `layer1_outconv2[3]` (the last 3x3 conv).
+        offset: first batch index of this view.
+        size: batch size of this view (None: the whole batch).
+        max_sparse_coverage: share of the map's pixels above which the conv runs densely.
+    """
+
+    normed: torch.Tensor
+    activation: nn.Module
+    conv: nn.Conv2d
+    max_sparse_coverage: float
+    offset: int = 0
+    size: int | None = None
+    _cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    last_plan: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def _source(self) -> torch.Tensor:
+        return self.normed
+
+    @property
+    def shape(self) -> torch.Size:
+        """`(N, C, H/2, W/2)` of the maps this object stands for."""
+        n = self.normed.shape[0] if self.size is None else self.size
+        return torch.Size((n, self.conv.weight.shape[0], *self.normed.shape[2:]))
+
+    def _windows_of_batch(
+        self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
+    ) -> torch.Tensor:
+        batch, channels, height, width = self.normed.shape
+        pad, n = window // 2, ids.shape[0]
+        top, left = _window_origins(ids, window, stride, width)
+        # the windows' pixels, repeats included, against the map's: the work of each path
+        share = n * window * window / (batch * height * width)
+        sparse = share <= self.max_sparse_coverage
+        self.last_plan = {"window_share": share, "conv2": "sparse" if sparse else "dense"}
+        if not sparse:
+            out = self.conv(self.activation(self.normed))
+            return _gather_windows(_pad_nhwc(out, pad), b_ids, top, left, window)
+        # each window's (W + 2)^2 input patch; the map is zero-padded by one more pixel for the
+        # conv's own padding, so the patch's top-left has the window's padded coordinates
+        side = window + 2
+        patches = _gather_windows(_pad_nhwc(self.normed, pad + 1), b_ids, top, left, side)
+        patches = patches.view(n, side, side, channels).permute(0, 3, 1, 2).contiguous()
+        out = F.conv2d(self.activation(patches), self.conv.weight, self.conv.bias)
+        # window pixels outside the image read zeros, as `_unfold_at` of the padded map gives
+        offsets = torch.arange(window, device=ids.device) - pad
+        rows, cols = top[:, None] + offsets, left[:, None] + offsets
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+            :, None, :
+        ]
+        out = out * inside[:, None].to(out.dtype)
+        return out.flatten(2).transpose(1, 2).contiguous()
+
+
 def gather_windows(
-    feat_f0: torch.Tensor | LazyFineMaps,
-    feat_f1: torch.Tensor | LazyFineMaps,
+    feat_f0: torch.Tensor | _BatchViews,
+    feat_f1: torch.Tensor | _BatchViews,
     b_ids: torch.Tensor,
     i_ids: torch.Tensor,
     j_ids: torch.Tensor,
@@ -265,7 +371,7 @@ def gather_windows(
     """Windows of cells `i_ids` in image 0 and `j_ids` in image 1, stacked: `(2M, W*W, C)`.
 
     Args:
-        feat_f0: `(N, C, h, w)` fine maps of image 0, or their `LazyFineMaps`.
+        feat_f0: `(N, C, h, w)` fine maps of image 0, or their lazy `_BatchViews`.
         feat_f1: the same for image 1.
         b_ids: `(M,)` batch indices.
         i_ids: `(M,)` coarse cells of image 0.
@@ -273,11 +379,11 @@ def gather_windows(
         window: window side W.
         stride: fine pixels per coarse cell.
     """
-    if isinstance(feat_f0, LazyFineMaps) and feat_f0.shares_source(feat_f1):
+    if isinstance(feat_f0, _BatchViews) and feat_f0.shares_source(feat_f1):
         return feat_f0.windows_pair(feat_f1, b_ids, i_ids, j_ids, window, stride)  # type: ignore[arg-type]
     parts = []
     for feat, ids in ((feat_f0, i_ids), (feat_f1, j_ids)):
-        if isinstance(feat, LazyFineMaps):
+        if isinstance(feat, _BatchViews):
             parts.append(feat.windows(b_ids, ids, window, stride))
         else:
             parts.append(_unfold_at(feat, b_ids, ids, window, stride))
@@ -288,16 +394,16 @@ class FinePreprocess(_KorniaFinePreprocess):
     """Fine windows merged with their coarse features (docs/original.md#fine-preprocess), kornia's
     parameters and keys.
 
-    Accepts the fine maps as tensors or as `LazyFineMaps`. The merge `merge_feat([window,
-    down_proj(coarse)])` is computed as `window @ A^T + (down_proj(coarse) @ B^T + bias)` with
-    `merge_feat.weight = [A | B]`: the same linear map, without broadcasting the coarse half to
-    all W*W positions and concatenating.
+    Accepts the fine maps as tensors, `LazyFineMaps` or `TrainFineMaps`. The merge
+    `merge_feat([window, down_proj(coarse)])` is computed as `window @ A^T + (down_proj(coarse) @
+    B^T + bias)` with `merge_feat.weight = [A | B]`: the same linear map, without broadcasting the
+    coarse half to all W*W positions and concatenating.
     """
 
     def forward(  # type: ignore[override]
         self,
-        feat_f0: torch.Tensor | LazyFineMaps,
-        feat_f1: torch.Tensor | LazyFineMaps,
+        feat_f0: torch.Tensor | _BatchViews,
+        feat_f1: torch.Tensor | _BatchViews,
         feat_c0: torch.Tensor,
         feat_c1: torch.Tensor,
         data: dict[str, Any],
@@ -305,7 +411,7 @@ class FinePreprocess(_KorniaFinePreprocess):
         """Windows of the selected matches.
 
         Args:
-            feat_f0: `(N, C_f, h_f, w_f)` fine maps of image 0 or their `LazyFineMaps`.
+            feat_f0: `(N, C_f, h_f, w_f)` fine maps of image 0 or their lazy `_BatchViews`.
             feat_f1: the same for image 1.
             feat_c0: `(N, L, C_c)` transformed coarse features of image 0.
             feat_c1: `(N, S, C_c)` of image 1.

@@ -25,7 +25,12 @@ from loftr.model.checkpoint import (
 )
 from loftr.model.coarse_matching import CoarseMatching
 from loftr.model.config import checkpoint_model, model_config, normalised_model_config
-from loftr.model.fine import FinePreprocess, LazyFineMaps
+from loftr.model.fine import (
+    TRAIN_MAX_SPARSE_COVERAGE,
+    FinePreprocess,
+    LazyFineMaps,
+    TrainFineMaps,
+)
 from loftr.model.transformer import LocalFeatureTransformer
 from loftr.model.variants import (
     build_feature_transform,
@@ -45,16 +50,19 @@ class LoFTR(nn.Module):
     BatchNorm folded into a cached copy of the convolutions, channels-last maps, the fine branch
     computed only around the windows the coarse matches select, fused transformer layers and an
     in-place dual softmax (backbone.py, fine.py, transformer.py, coarse_matching.py). Training,
-    or any forward autograd records, runs kornia's module code.
+    or any forward autograd records, runs kornia's module code, except that the fine branch's
+    last 3x3 conv is evaluated only on the selected windows (docs/differences.md#15).
 
     Args:
         config: the `model` node (docs/original.md#config-defaults keys, lower-cased), a DictConfig
         or a mapping. Two
             optional keys tune inference only: `fine_windows_only` (default true: the fine
             branch around the selected windows; false: over the whole map) and `compile`
-            (default false: `torch.compile` the backbone trunk and both transformers); one
-            tunes training memory: `checkpoint_activations` (default false: the backbone stages
-            and transformer layers recompute their activations in backward).
+            (default false: `torch.compile` the backbone trunk and both transformers).
+            Two tune training: `fine_train_max_coverage` (default 0.5: above that share of the
+            1/2 map in windows, the fine branch's last conv runs dense) and
+            `checkpoint_activations` (default false: the backbone stages and transformer layers
+            recompute their activations in backward).
         validated: `config` has passed `loftr.model.config.validate_model_config` already (a
             training run's `loftr.config.validate.validate`), so it is not checked again.
 
@@ -83,6 +91,12 @@ class LoFTR(nn.Module):
         # Inference speed-ups (eval mode without autograd; same results, see backbone.py and
         # fine.py): the fine branch only around the selected windows, and torch.compile.
         self.fine_windows_only = bool(cfg.get("fine_windows_only", True))
+        # Training: the fine branch after its BatchNorm only over the windows while they cover
+        # at most this share of the 1/2-resolution map (docs/differences.md#15); 0: always dense.
+        if isinstance(self.backbone, ResNetFPN_8_2):
+            self.backbone.train_max_sparse_coverage = float(
+                cfg.get("fine_train_max_coverage", TRAIN_MAX_SPARSE_COVERAGE)
+            )
         self.compile = bool(cfg.get("compile", False))
         self._compiled: dict[str, Any] = {}  # plain attribute: not in the state dict
         self.last_fine_plan: dict[str, Any] | None = None
@@ -176,17 +190,22 @@ class LoFTR(nn.Module):
         with record_function("loftr/fine_matching"):
             self.fine_matching(feat_f0_win, feat_f1_win, data)
 
-    def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | LazyFineMaps]:
+    def _backbone(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | LazyFineMaps | TrainFineMaps]:
         """Coarse and fine maps of `(B, 1, H, W)` images; the fine ones lazily when that applies.
 
         In eval without autograd the fine maps are `LazyFineMaps` (computed only around the
-        windows the coarse matches select) when `fine_windows_only`; training always computes
-        the whole fine map, whose every pixel the gradients reach.
+        windows the coarse matches select) when `fine_windows_only`; otherwise (training, or
+        autograd recording) `TrainFineMaps`, whose part after the last BatchNorm is computed
+        only where the windows read it.
         """
-        if isinstance(self.backbone, ResNetFPN_8_2) and self.backbone.fast_path_applies():
-            trunk = self._maybe_compiled("backbone_trunk") if self.compile else None
-            coarse, fine = self.backbone.forward_lazy(images, trunk=trunk)
-            return coarse, (fine if self.fine_windows_only else fine.dense())
+        if isinstance(self.backbone, ResNetFPN_8_2):
+            if self.backbone.fast_path_applies():
+                trunk = self._maybe_compiled("backbone_trunk") if self.compile else None
+                coarse, fine = self.backbone.forward_lazy(images, trunk=trunk)
+                return coarse, (fine if self.fine_windows_only else fine.dense())
+            return self.backbone.forward_windowed(images)
         coarse, fine_map = self.backbone(images)
         return coarse, fine_map
 

@@ -39,8 +39,10 @@ from loftr.lightning.module import LoFTRModule
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 # the matcher's parts per reported stage, in forward order
+# the modules whose forward starts each stage; the backbone's stem, since training calls the
+# backbone through `forward_windowed`, not its `forward`
 FORWARD_STAGES = {
-    "backbone": ("backbone",),
+    "backbone": ("backbone.conv1",),
     "coarse transformer": ("loftr_coarse",),
     "coarse matching": ("coarse_matching",),
     "fine": ("fine_preprocess", "loftr_fine", "fine_matching"),
@@ -99,7 +101,7 @@ def measure(width: int, height: int, steps: int, overrides: list[str]) -> dict[s
     meter = StageMeter()
     for stage, parts in FORWARD_STAGES.items():
         for part in parts:
-            getattr(matcher, part).register_forward_pre_hook(
+            matcher.get_submodule(part).register_forward_pre_hook(
                 lambda *_, stage=stage: meter.start(stage)
             )
     iterator = iter(datamodule.train_dataloader())

@@ -83,6 +83,14 @@ def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
 
 
+def has_pip() -> bool:
+    """Whether this Python has pip, asked of a child process: looking pip up in this one
+    (`importlib.util.find_spec("pip")`) makes setuptools' distutils shim step aside for the rest
+    of the process, after which `torch.compile`'s import of setuptools fails."""
+    probe = [sys.executable, "-m", "pip", "--version"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
 def _target_options() -> list[str]:
     options = ["--python-version", PYTHON_VERSION, "--only-binary=:all:", "--no-deps"]
     for platform in PLATFORMS:
@@ -205,7 +213,7 @@ def install_missing(wheels: Path, site: Path) -> dict[str, list[str]]:
             missing.append(wheel)
             continue
         present.append(f"{name} {have}")
-    if missing and importlib.util.find_spec("pip") is not None:
+    if missing and has_pip():
         _pip("install", "-q", "--no-index", "--no-deps", "--target", str(site), *map(str, missing))
     else:  # no pip: a wheel's files unpacked into the folder are the package installed
         for wheel in missing:

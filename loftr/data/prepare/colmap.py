@@ -112,7 +112,8 @@ def colmap_array_size(path: Path) -> tuple[int, int]:
 
 
 def read_colmap_depth(path: Path) -> np.ndarray:
-    """A COLMAP depth map (``*.geometric.bin`` / ``*.photometric.bin``) as (H, W) float32 metres.
+    """A COLMAP depth map (``*.geometric.bin`` / ``*.photometric.bin``) as (H, W) float32, in the
+    model's unit (docs/prepare.md#colmap-reconstructions).
 
     COLMAP's layout (``mvs/mat.h``): the ASCII header ``width&height&channels&``, then
     little-endian float32 values with x fastest, row after row (channel after channel). Values

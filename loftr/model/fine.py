@@ -15,6 +15,7 @@ BatchNorm (the LeakyReLU and the last 3x3 conv), with gradients (docs/difference
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -40,7 +41,7 @@ TRAIN_MAX_SPARSE_COVERAGE = 0.5
 SPARSE_CHUNK = 4096
 
 
-class _BatchViews:
+class _BatchViews(abc.ABC):
     """Views of one backbone batch, for fine maps computed on demand (`LazyFineMaps`,
     `TrainFineMaps`): each subclass is a dataclass with `offset`, `size` and `_cache` fields, a
     `_source` tensor (one per backbone batch) and `_windows_of_batch`."""
@@ -50,13 +51,15 @@ class _BatchViews:
     _cache: dict[str, Any]
 
     @property
+    @abc.abstractmethod
     def _source(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The tensor the views are computed from (one per backbone batch)."""
 
+    @abc.abstractmethod
     def _windows_of_batch(
         self, b_ids: torch.Tensor, ids: torch.Tensor, window: int, stride: int
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """The `(n, window * window, C)` windows of cells `ids` in batch entries `b_ids`."""
 
     def split(self, size: int) -> tuple[Any, Any]:
         """Views of the first `size` and the remaining batch entries, sharing the computation."""

@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from experiments.bench.common import (
     conditioned_models,
+    heaviest_ops,
     machine_info,
     median,
     time_alternating,
@@ -96,17 +97,7 @@ def profile_sections(
         events = {e.key: e.cpu_time_total / 1e6 for e in prof_.key_averages()}
         return {stage: round(events.get(label, 0.0), 3) for stage, label in labels.items()}
 
-    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
-    top = [
-        {
-            "op": e.key,
-            "shapes": str(e.input_shapes)[:90],
-            "calls": e.count,
-            "self_s": round(e.self_cpu_time_total / 1e6, 3),
-        }
-        for e in ops
-        if not e.key.startswith("loftr/")
-    ][:15]
+    top = heaviest_ops(prof, 15)
     return {
         "stages_s": {
             stage: {

@@ -34,7 +34,14 @@ from omegaconf import OmegaConf
 from torch.profiler import ProfilerActivity, profile
 
 from experiments.bench.bench_inference import OUR_SECTIONS, parse_size
-from experiments.bench.common import ROOT, machine_info, median, time_alternating, write_json
+from experiments.bench.common import (
+    ROOT,
+    heaviest_ops,
+    machine_info,
+    median,
+    time_alternating,
+    write_json,
+)
 from loftr.config import plain  # the package registers the schemas and resolvers
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
@@ -262,17 +269,7 @@ def profile_step(step: Callable[[], None], top: int = 12) -> dict[str, Any]:
     stages = {stage: round(events.get(label, 0.0), 3) for stage, label in OUR_SECTIONS.items()}
     backward = sum(t for key, t in events.items() if key.startswith("autograd::engine"))
     stages["backward (all stages)"] = round(backward, 3)
-    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
-    heaviest = [
-        {
-            "op": e.key,
-            "shapes": str(e.input_shapes)[:90],
-            "calls": e.count,
-            "self_s": round(e.self_cpu_time_total / 1e6, 3),
-        }
-        for e in ops
-        if not e.key.startswith(("loftr/", "autograd::engine"))
-    ][:top]
+    heaviest = heaviest_ops(prof, top, skip=("loftr/", "autograd::engine"))
     return {"stages_s": stages, "top_ops": heaviest}
 
 

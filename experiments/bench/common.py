@@ -204,3 +204,19 @@ def write_json(path: str | None, report: dict[str, Any]) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
+
+
+def heaviest_ops(prof: Any, top: int, skip: tuple[str, ...] = ("loftr/",)) -> list[dict[str, Any]]:
+    """The `top` operators of a `torch.profiler` run by self CPU time, per input shape, leaving
+    out the events whose names start with `skip` (the project's section labels)."""
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    return [
+        {
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:90],
+            "calls": e.count,
+            "self_s": round(e.self_cpu_time_total / 1e6, 3),
+        }
+        for e in ops
+        if not e.key.startswith(skip)
+    ][:top]

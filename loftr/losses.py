@@ -155,7 +155,7 @@ class LoFTRLoss(nn.Module):
                 weight[0, 0, 0] = 0.0
             neg_w = 0.0
 
-        conf = _at_least_float32(conf).clamp(CONF_EPS, 1 - CONF_EPS)
+        conf = _at_least_float32(conf)
         alpha, gamma = self.focal_alpha, self.focal_gamma
 
         if self.coarse_type == "cross_entropy" or not self.sparse_spvs:
@@ -165,21 +165,22 @@ class LoFTRLoss(nn.Module):
             # over them without gathering them (a copy of the matrix, and a scatter back in the
             # backward pass).
             pos_index = pos_mask.nonzero(as_tuple=True)
-            pos_conf = conf[pos_index]
+            pos_conf = conf[pos_index].clamp(CONF_EPS, 1 - CONF_EPS)
             if self.coarse_type == "cross_entropy":
                 loss_pos = -pos_conf.log()
-                loss_neg = -(1 - conf).log()
+                alpha, gamma = 1.0, 0.0  # -(1 - c).log(), as the focal form with these
             else:
                 # Dense focal: alpha on the negatives too (docs/original.md#coarse-loss, #quirk-7).
                 loss_pos = -alpha * (1 - pos_conf).pow(gamma) * pos_conf.log()
-                loss_neg = -alpha * conf.pow(gamma) * (1 - conf).log()
             if weight is not None:
                 loss_pos = loss_pos * weight[pos_index]
-                loss_neg = loss_neg * weight
             # means over all elements of each kind, zero-weight ones included
             # (docs/original.md#coarse-loss)
-            mean_neg = torch.where(neg_mask, loss_neg, 0.0).sum() / neg_mask.sum().clamp(min=1)
+            sum_neg = _NegativeFocalSum.apply(conf, weight, neg_mask, alpha, gamma)
+            mean_neg = sum_neg / neg_mask.sum().clamp(min=1)
             return pos_w * _mean(loss_pos) + neg_w * mean_neg
+
+        conf = conf.clamp(CONF_EPS, 1 - CONF_EPS)
 
         sinkhorn = self.match_type == "sinkhorn"
         inner = conf[:, :-1, :-1] if sinkhorn else conf
@@ -292,6 +293,56 @@ class LoFTRLoss(nn.Module):
         loss_scalars["loss"] = loss.detach().clone().cpu()
         data.update({"loss": loss, "loss_scalars": loss_scalars})
         return data
+
+
+class _NegativeFocalSum(torch.autograd.Function):
+    """``sum over neg_mask of -alpha * c^gamma * log(1 - c) * weight``, c = conf clamped to
+    [CONF_EPS, 1 - CONF_EPS]: the dense coarse loss's negative term over the whole ``(N, L, S)``
+    matrix (cross-entropy's is alpha = 1, gamma = 0).
+
+    Written out by autograd, the term keeps five matrix-sized tensors for backward (the clamped
+    matrix, its power, ``1 - c``, the logarithm, the weighted product), 440 MiB at 640x480. This
+    function keeps none of its own: backward recomputes the derivative
+    ``-alpha * c^(gamma - 1) * (gamma * log(1 - c) - c / (1 - c))`` from ``conf`` (which the
+    batch holds anyway), with the clamp's zero gradient outside its range. The forward value is
+    computed with the same operations in the same order as the written-out term, so it is
+    bit-identical; the gradient agrees to float rounding.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        conf: torch.Tensor,
+        weight: torch.Tensor | None,
+        neg_mask: torch.Tensor,
+        alpha: float,
+        gamma: float,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(conf, weight, neg_mask)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        clamped = conf.clamp(CONF_EPS, 1 - CONF_EPS)
+        log_rest = torch.rsub(clamped, 1).log_()
+        term = clamped.pow_(gamma).mul_(-alpha).mul_(log_rest)
+        del log_rest
+        if weight is not None:
+            term.mul_(weight)
+        return term.masked_fill_(~neg_mask, 0.0).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        conf, weight, neg_mask = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        clamped = conf.clamp(CONF_EPS, 1 - CONF_EPS)
+        rest = torch.rsub(clamped, 1)
+        ratio = clamped / rest
+        inner = rest.log_().mul_(gamma).sub_(ratio)  # gamma * log(1 - c) - c / (1 - c)
+        del ratio
+        out = clamped.pow_(gamma - 1).mul_(inner).mul_(-alpha * grad)
+        del inner
+        if weight is not None:
+            out.mul_(weight)
+        keep = neg_mask & (conf >= CONF_EPS) & (conf <= 1 - CONF_EPS)
+        return out.masked_fill_(~keep, 0.0), None, None, None, None
 
 
 def _coarse_hw(mask: torch.Tensor, n_cells: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from loftr.errors import ConfigError
-from loftr.losses import LoFTRLoss, check_loss_config
+from loftr.losses import LoFTRLoss, _NegativeFocalSum, check_loss_config
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 from tests.helpers.geometry import textured_plane_pair
 
@@ -227,6 +227,54 @@ def test_dense_gradient_reaches_every_valid_entry_and_no_dustbin() -> None:
         reached = with_bin.grad != 0
         assert torch.equal(reached[:, :-1, :-1], weight)
         assert not reached[:, -1, :].any() and not reached[:, :, -1].any()
+
+
+def _written_out_negative_sum(
+    conf: torch.Tensor, weight: torch.Tensor | None, neg: torch.Tensor, alpha: float, gamma: float
+) -> torch.Tensor:
+    """The dense negative term as plain autograd operations (what _NegativeFocalSum fuses)."""
+    c = conf.clamp(1e-6, 1 - 1e-6)
+    term = -alpha * c.pow(gamma) * (1 - c).log()
+    if weight is not None:
+        term = term * weight
+    return torch.where(neg, term, 0.0).sum()
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (1.0, 0.0), (0.5, 1.5)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_negative_term_equals_the_written_out_one(
+    alpha: float, gamma: float, weighted: bool
+) -> None:
+    g = torch.Generator().manual_seed(3)
+    conf = torch.rand(2, 30, 40, generator=g, dtype=torch.float64)
+    conf[0, 0, :4] = torch.tensor([0.0, 1.0, 1e-9, 1 - 1e-9], dtype=torch.float64)  # clamped
+    neg = torch.rand(2, 30, 40, generator=g) > 0.1
+    weight = (torch.rand(2, 30, 40, generator=g) > 0.2).double() if weighted else None
+    fused_in = conf.clone().requires_grad_(True)
+    plain_in = conf.clone().requires_grad_(True)
+    fused = _NegativeFocalSum.apply(fused_in, weight, neg, alpha, gamma)
+    plain = _written_out_negative_sum(plain_in, weight, neg, alpha, gamma)
+    assert torch.equal(fused, plain)  # same operations in the same order
+    (fused * 3.0).backward()
+    (plain * 3.0).backward()
+    torch.testing.assert_close(fused_in.grad, plain_in.grad, rtol=1e-12, atol=1e-15)
+    assert (fused_in.grad[0, 0, :4] == 0).all()  # the clamp's zero gradient outside its range
+
+
+def test_negative_term_gradient_by_hand() -> None:
+    """d/dp of -alpha p^2 log(1 - p) at p = 0.3: -0.25 (2 0.3 ln 0.7 - 0.09 / 0.7) = 0.0856440,
+    divided by the 3 negatives of the 2x2 matrix whose (0, 0) is the positive."""
+    conf = torch.tensor([[[0.8, 0.3], [0.1, 0.6]]], requires_grad=True)
+    data = {
+        "conf_matrix": conf,
+        "conf_matrix_gt": torch.tensor([GT]),
+        "expec_f": torch.zeros(1, 3) + 0.5,
+        "expec_f_gt": torch.zeros(1, 2),
+    }
+    LoFTRLoss(_config())(data)["loss"].backward()
+    assert conf.grad[0, 0, 1].item() == pytest.approx(0.0856440 / 3, rel=1e-5)
+    # the positive's: d/dp of -0.25 (1 - p)^2 log p at 0.8 = 0.25 (2 0.2 ln 0.8 - 0.04 / 0.8)
+    assert conf.grad[0, 0, 0].item() == pytest.approx(-0.0348144, rel=1e-5)
 
 
 def test_sparse_ds_gradient_reaches_positives_only() -> None:

@@ -101,3 +101,48 @@ def test_checkpointed_stages_keep_the_state_dict_and_inference():
         model(data)
         reference(expected)
     torch.testing.assert_close(data["mkpts0_f"], expected["mkpts0_f"])
+
+
+def _saved_bytes(model: LoFTR, cfg: dict, masked: bool) -> int:
+    """Bytes autograd keeps for backward over one forward and loss (each storage once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_and_gradients(model, cfg, masked)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize(
+    "match_type, sparse, masked",
+    [("dual_softmax", False, False), ("sinkhorn", True, True)],
+    ids=["ds-dense", "ot-sparse-masked"],
+)
+def test_recomputed_attention_gives_identical_loss_and_gradients(match_type, sparse, masked):
+    """The linear attention's intermediates are recomputed in backward (on by default): the same
+    loss and gradients bit for bit, less kept for backward."""
+    cfg = tiny_config(match_type, sparse)
+    torch.manual_seed(0)
+    model = LoFTR(cfg).train()
+    attentions = [
+        layer.attention for t in (model.loftr_coarse, model.loftr_fine) for layer in t.layers
+    ]
+    assert attentions and all(a.recompute for a in attentions)
+    loss, grads = loss_and_gradients(model, cfg, masked)
+    kept = _saved_bytes(model, cfg, masked)
+    for attention in attentions:
+        attention.recompute = False
+    loss_k, grads_k = loss_and_gradients(model, cfg, masked)
+    kept_k = _saved_bytes(model, cfg, masked)
+    assert torch.equal(loss, loss_k)
+    for name, grad in grads_k.items():
+        assert torch.equal(grads[name], grad), name
+    assert kept < kept_k - 100_000, (kept, kept_k)
+
+
+def test_layer_checkpointing_turns_the_attention_recomputation_off():
+    model = LoFTR(tiny_config("dual_softmax", False) | {"checkpoint_activations": True})
+    assert not any(layer.attention.recompute for layer in model.loftr_coarse.layers)

@@ -28,6 +28,7 @@ from kornia.feature.loftr.loftr_module.transformer import (
 )
 from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from loftr.model.activation_checkpointing import checkpointed, checkpoints_apply
 
@@ -128,6 +129,35 @@ def linear_attention(
     return out.view(n, heads, length, dim_v).transpose(1, 2).contiguous()
 
 
+class RecomputedLinearAttention(LinearAttention):
+    """kornia's linear attention, whose intermediates are recomputed in backward, not kept.
+
+    Between the projections and the merge, the attention keeps about seven token-sized tensors
+    for backward (phi(Q), phi(K), the scaled values, their products, the normaliser); it has no
+    parameters and costs a few elementwise passes and small products, so backward recomputes them
+    from its three inputs instead (activation checkpointing of this part alone). The recomputation
+    runs the same operations on the same inputs, so loss and gradients are bit-identical; at
+    640x480 it saves about 0.9 GiB of a training step (docs/differences.md#16). `recompute` is
+    off while `model.checkpoint_activations` checkpoints whole layers.
+    """
+
+    recompute = True
+
+    def forward(  # type: ignore[override]
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        q_mask: torch.Tensor | None = None,
+        kv_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(
+                super().forward, queries, keys, values, q_mask, kv_mask, use_reentrant=False
+            )
+        return super().forward(queries, keys, values, q_mask, kv_mask)
+
+
 class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
     """Self/cross attention layers, the cross update of feat1 reading the updated feat0
     (docs/original.md#transformer).
@@ -139,14 +169,29 @@ class LocalFeatureTransformer(_KorniaLocalFeatureTransformer):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        if config["attention"] == "full":
-            for layer in self.layers:
+        for layer in self.layers:
+            if config["attention"] == "full":
                 layer.attention = MaskedFullAttention()
+            else:
+                layer.attention = RecomputedLinearAttention(layer.attention.eps)
         # set by LoFTR from `model.checkpoint_activations`: each layer keeps only its inputs
         self.checkpoint_activations = False
         # plain attributes: the fused weights are a cache, not state
         self._fused: list[dict[str, torch.Tensor]] | None = None
         self._fused_key: tuple | None = None
+
+    @property
+    def checkpoint_activations(self) -> bool:
+        """Whether every layer call is checkpointed (`model.checkpoint_activations`)."""
+        return self._checkpoint_layers
+
+    @checkpoint_activations.setter
+    def checkpoint_activations(self, enabled: bool) -> None:
+        self._checkpoint_layers = bool(enabled)
+        for layer in self.layers:
+            if isinstance(layer.attention, RecomputedLinearAttention):
+                # a checkpointed layer recomputes its attention anyway
+                layer.attention.recompute = not enabled
 
     def forward(
         self,

@@ -13,10 +13,12 @@ memory of the process during a step (VmHWM, reset before each step).
     python -m experiments.bench.bench_train_step --compare 320x240 640x480 [--repeats 3]
 
 compares instead the training step of the paper model (`model=loftr`, whatever the default run
-uses) with the fine branch's last conv over the selected windows only (after) against the same
-step with that conv over the whole map (`model.fine_train_max_coverage=0`, the computation before
-it, docs/differences.md#15): same batch, same weights, the two alternating, medians; with the
-losses' and the gradients' agreement, and the profile of one step at the first size.
+uses) as it runs now (after) against the same step with the fine branch's last conv over the
+whole map (`model.fine_train_max_coverage=0`, docs/differences.md#15) and the linear attention
+keeping its intermediates for backward (docs/differences.md#16), the computation before them
+(before): same batch, same weights, the two alternating, medians; with the losses' and the
+gradients' agreement, and the profile of one step at the first size. The dense coarse loss's
+fused negative term (docs/differences.md#16) runs in both.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from loftr.config import plain  # the package registers the schemas and resolver
 from loftr.data.datamodule import LoFTRDataModule
 from loftr.evaluation.metrics import compute_pose_errors, compute_symmetrical_epipolar_errors
 from loftr.lightning.module import LoFTRModule
+from loftr.model.transformer import RecomputedLinearAttention
 from loftr.supervision import compute_supervision_coarse, compute_supervision_fine
 
 STAGES = (
@@ -190,7 +193,8 @@ def bench_train_compare(
     overrides: list[str] | None = None,
     with_profile: bool = False,
 ) -> dict[str, Any]:
-    """Training step (coarse ground truth to backward) after / before the sparse fine branch.
+    """Training step (coarse ground truth to backward) after / before the sparse fine branch
+    and the recomputed linear attention.
 
     Args:
         size: network input `(width, height)`.
@@ -211,11 +215,14 @@ def bench_train_compare(
     module = LoFTRModule(config).train()
     model_cfg, backbone = module.model_cfg, module.matcher.backbone
     after = backbone.train_max_sparse_coverage
+    attentions = [m for m in module.modules() if isinstance(m, RecomputedLinearAttention)]
     outputs: dict[str, dict[str, Any]] = {}
 
-    def step(name: str, coverage: float) -> Callable[[], None]:
+    def step(name: str, coverage: float, recompute: bool) -> Callable[[], None]:
         def run() -> None:
             backbone.train_max_sparse_coverage = coverage
+            for attention in attentions:
+                attention.recompute = recompute
             module.zero_grad(set_to_none=True)
             data = dict(batch)
             torch.manual_seed(0)  # the same ground-truth pads in both paths
@@ -233,7 +240,7 @@ def bench_train_compare(
 
         return run
 
-    steps = {"after": step("after", after), "before": step("before", 0.0)}
+    steps = {"after": step("after", after, True), "before": step("before", 0.0, False)}
     times = time_alternating(steps, runs=repeats)
     grads_a, grads_b = outputs["after"].pop("grads"), outputs["before"].pop("grads")
     grad_rel = max(

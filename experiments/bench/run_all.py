@@ -12,8 +12,9 @@ shared with other jobs, a 2-thread OpenMP pool waits on descheduled threads at e
 2. the roofline at the first size: FLOPs of both forwards, and the achieved FLOP/s as a share
    of this machine's dense matmul and 3x3-convolution throughput measured in the same run;
 3. a 640x480 training step, batch 1, stage by stage, with peak memory;
-   and the paper model's training step after / before the sparse fine branch at 320x240 and
-   640x480 (same batch and weights, alternating), with the profile of one step at 320x240;
+   and the paper model's training step after / before the sparse fine branch and the recomputed
+   attention at 320x240 and 640x480 (same batch and weights, alternating), with the profile of
+   one step at 320x240;
 4. the training loader's pairs/s with 0 and 2 workers, and memory over 1000 loaded pairs (in a
    process of its own, so that the other benchmarks' memory is not counted);
 5. pose estimation time per pair with OpenCV (RANSAC, USAC_MAGSAC) and poselib.
@@ -125,7 +126,7 @@ def _run_all(
     )
     report["train_compare"] = []
     for index, size in enumerate(plan["compare_sizes"]):
-        log(f"training step {size} after / before the sparse fine branch")
+        log(f"training step {size} after / before")
         report["train_compare"].append(
             bench_train_compare(
                 parse_size(size), plan["compare_repeats"], plan["train_overrides"], index == 0
@@ -365,12 +366,14 @@ def train_compare_markdown(results: list[dict[str, Any]]) -> list[str]:
     """The after / before table of the training step, and the first size's profile."""
     lines = [
         "",
-        "## Training step after / before the sparse fine branch (paper model)",
+        "## Training step after / before the sparse fine branch and the recomputed attention "
+        "(paper model)",
         "",
         "The same batch and weights, the two paths alternating after a warm-up each, medians; "
         "before: the fine branch's last conv over the whole map (`model.fine_train_max_coverage"
-        "=0`, the computation before it, docs/differences.md#15). A step is coarse ground truth, "
-        "forward, fine ground truth, loss and backward.",
+        "=0`, docs/differences.md#15) and the linear attention keeping its intermediates for "
+        "backward (docs/differences.md#16), the computation before them. A step is coarse "
+        "ground truth, forward, fine ground truth, loss and backward.",
         "",
         _row(
             [

@@ -6,8 +6,11 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from experiments.bench.common import ROOT
 from experiments.bench.run_all import run_all
+from loftr.model.loftr import parameter_counts
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,9 @@ def test_quick_inference_agrees_with_kornia_and_counts_flops(quick_report):
 def test_quick_training_step_loader_and_pose(quick_report):
     _, report = quick_report
     step = report["train_step"]
+    # the paper model's step, not the default run's small model
+    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "loftr.yaml"))
+    assert step["parameters"] == parameter_counts(paper)["total"]
     assert step["total_s"] == pytest.approx(sum(step["stages_s"].values()), abs=2e-3)
     assert 0 < step["gt_loss_metrics_share"] < 1
     assert step["stages_s"]["backward"] > 0

@@ -292,7 +292,7 @@ def markdown(report: dict[str, Any]) -> str:
     step = report["train_step"]
     lines += [
         "",
-        f"## Training step ({step['size']}, batch {step['batch']}, CPU, "
+        f"## Training step (paper model, {step['size']}, batch {step['batch']}, CPU, "
         f"{step['threads']} thread(s))",
         "",
         f"Median of {step['steps']} steps after a warm-up; predicted matches in the timed "

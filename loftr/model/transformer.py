@@ -2,8 +2,9 @@
 attention, a fast eval path.
 
 The layers are kornia's `LoFTREncoderLayer`s, so parameters and state-dict keys are the
-original's. Training (or any forward that autograd records) runs kornia's layer code. Eval without
-autograd runs the same maths with less work:
+original's. Training (or any forward that autograd records) runs kornia's layer code, the linear
+attention recomputing its intermediates in backward instead of keeping them
+(`RecomputedLinearAttention`). Eval without autograd runs the same maths with less work:
 
 - a 'self' layer transforms both images in one batch when their token counts agree (the layer's
   weights are shared, docs/original.md#transformer, and every operation is per sample);
@@ -137,7 +138,7 @@ class RecomputedLinearAttention(LinearAttention):
     parameters and costs a few elementwise passes and small products, so backward recomputes them
     from its three inputs instead (activation checkpointing of this part alone). The recomputation
     runs the same operations on the same inputs, so loss and gradients are bit-identical; at
-    640x480 it saves about 0.9 GiB of a training step (docs/differences.md#16). `recompute` is
+    640x480 it keeps 0.45 GiB less for a training step (docs/differences.md#16). `recompute` is
     off while `model.checkpoint_activations` checkpoints whole layers.
     """
 

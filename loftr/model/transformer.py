@@ -139,7 +139,9 @@ class RecomputedLinearAttention(LinearAttention):
     from its three inputs instead (activation checkpointing of this part alone). The recomputation
     runs the same operations on the same inputs, so loss and gradients are bit-identical; at
     640x480 it keeps 0.45 GiB less for a training step (docs/differences.md#16). `recompute` is
-    off while `model.checkpoint_activations` checkpoints whole layers.
+    off while `model.checkpoint_activations` checkpoints whole layers. Under `torch.compile`
+    (`model.compile=true`) the attention is traced as it is: the compiler chooses itself what to
+    keep and what to recompute for backward, and dynamo cannot trace this nested checkpoint.
     """
 
     recompute = True
@@ -152,7 +154,7 @@ class RecomputedLinearAttention(LinearAttention):
         q_mask: torch.Tensor | None = None,
         kv_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.recompute and torch.is_grad_enabled():
+        if self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return checkpoint(
                 super().forward, queries, keys, values, q_mask, kv_mask, use_reentrant=False
             )

@@ -29,7 +29,6 @@ from kornia.feature.loftr.loftr_module.transformer import (
 )
 from kornia.feature.loftr.loftr_module.transformer import LoFTREncoderLayer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from loftr.model.activation_checkpointing import checkpointed, checkpoints_apply
 
@@ -154,10 +153,8 @@ class RecomputedLinearAttention(LinearAttention):
         q_mask: torch.Tensor | None = None,
         kv_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            return checkpoint(
-                super().forward, queries, keys, values, q_mask, kv_mask, use_reentrant=False
-            )
+        if checkpoints_apply(self.recompute) and not torch.compiler.is_compiling():
+            return checkpointed(self, super().forward, queries, keys, values, q_mask, kv_mask)
         return super().forward(queries, keys, values, q_mask, kv_mask)
 
 
